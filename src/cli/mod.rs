@@ -1,0 +1,53 @@
+//! Argument parsing and dispatch: one module per subcommand, each with an
+//! `Args` struct and a `run` that returns the process exit code.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit codes shared by every subcommand (documented in `--help` and the README).
+#[allow(dead_code)] // each constant is used by the subcommand that produces it
+pub mod exit {
+    /// Success, or "proceed" for a gate.
+    pub const OK: u8 = 0;
+    /// A finding the caller asked about (an orphan, a too-soon cadence).
+    pub const FINDING: u8 = 1;
+    /// Blocked: a cooldown, lockout or cadence interval is in force.
+    pub const BLOCKED: u8 = 2;
+    /// The gate itself failed; callers decide whether to fail open.
+    pub const GATE_FAILED: u8 = 3;
+    /// Bad usage (clap's own code for argument errors).
+    pub const USAGE: u8 = 64;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "metal-guard",
+    version,
+    about = "Keep Apple's IOGPUFamily driver bug from rebooting your Mac while MLX runs.",
+    long_about = None,
+    after_help = "Run with no command for the first-run wizard.\n\nExit codes: 0 ok/proceed, 1 finding, 2 blocked (cooldown, lockout, too soon), 3 the gate itself failed, 64 bad usage."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        None => ExitCode::SUCCESS,
+    }
+}

@@ -1,0 +1,1 @@
+//! The known-panic-model registry and version advisories, compiled in.

@@ -1,0 +1,2 @@
+//! State files: atomic writes (temp + fsync + rename), versioned JSON and
+//! tolerant reads that warn and reset instead of crashing.
