@@ -54,7 +54,10 @@ pub fn parse_script_head(head: &[u8], platform: Platform) -> Result<ScriptLaunch
     let Some(after) = head.strip_prefix(b"#!") else {
         return Ok(ScriptLaunch::NotAScript);
     };
-    let line_end = after.iter().position(|&b| b == b'\n').unwrap_or(after.len());
+    let line_end = after
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(after.len());
     let line = trim_bytes(&after[..line_end]);
     let (interpreter, rest) = match line.iter().position(|b| *b == b' ' || *b == b'\t') {
         Some(i) => (&line[..i], trim_bytes(&line[i..])),

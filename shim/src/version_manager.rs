@@ -253,11 +253,8 @@ fn is_prerelease(name: &str) -> bool {
 
 /// Compare dotted versions numerically where both parts are numbers.
 pub(crate) fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |s: &str| -> Vec<String> {
-        s.split(['.', '-'])
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
+    let parts =
+        |s: &str| -> Vec<String> { s.split(['.', '-']).map(str::to_owned).collect::<Vec<_>>() };
     let (pa, pb) = (parts(a), parts(b));
     for (x, y) in pa.iter().zip(pb.iter()) {
         let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
@@ -381,7 +378,8 @@ fn mise_data_dir(env: &LaunchEnv) -> Option<PathBuf> {
     if let Some(xdg) = env.var_path("XDG_DATA_HOME") {
         return Some(xdg.join("mise"));
     }
-    env.home().map(|h| h.join(".local").join("share").join("mise"))
+    env.home()
+        .map(|h| h.join(".local").join("share").join("mise"))
 }
 
 // ---------------------------------------------------------------- fallback
@@ -640,7 +638,10 @@ mod tests {
             "#!/usr/bin/env bash\n# asdf-plugin: python 3.12.1\nexec asdf exec \"python3\" \"$@\"\n",
         );
         for v in ["3.12.1", "3.11.7"] {
-            write_exec(&data.join("installs/python").join(v).join("bin/python3"), "x");
+            write_exec(
+                &data.join("installs/python").join(v).join("bin/python3"),
+                "x",
+            );
         }
         let home = tmp.path().join("home");
         let project = home.join("p/q");
