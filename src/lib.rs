@@ -11,6 +11,7 @@ pub mod engine;
 pub mod forensics;
 pub mod gates;
 pub mod hardware;
+pub mod launch_gate;
 pub mod paths;
 pub mod registry;
 pub mod state;

@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch: one module per subcommand, each with an
 //! `Args` struct and a `run` that returns the process exit code.
 
+mod run;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -33,7 +35,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Run a command with the GPU guard injected and the cooldown gate checked (`mlx-safe-python` for any program).
+    Run(run::Args),
+}
 
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -49,5 +54,6 @@ pub fn run() -> ExitCode {
     };
     match cli.command {
         None => ExitCode::SUCCESS,
+        Some(Command::Run(args)) => run::run(args),
     }
 }
