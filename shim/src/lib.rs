@@ -4,3 +4,4 @@
 //! depend on the core library.
 
 pub mod macho;
+pub mod macho_check;
