@@ -22,8 +22,9 @@ fn main() {
     if target_os != "macos" {
         return;
     }
-    let stubs = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("macos-stubs");
+    let stubs =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("macos-stubs");
     println!("cargo:rustc-link-search=native={}", stubs.display());
     println!("cargo:rustc-link-search=framework={}", stubs.display());
     println!("cargo:rustc-cdylib-link-arg=-weak_framework");
