@@ -77,6 +77,25 @@ static void residency(void) {
   [buf release];
 }
 
+/* A model load (a burst of large buffers), its unload, and a reload. */
+static void load(id<ProbeMethods> dev, id *bufs, int n) {
+  for (int i = 0; i < n; i++) bufs[i] = [dev newBufferWithLength:(32UL << 20) options:0];
+}
+static void unload(id *bufs, int n) {
+  for (int i = 0; i < n; i++) [bufs[i] release];
+}
+static void reload(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id bufs[4];
+  load(dev, bufs, 4);
+  usleep(200 * 1000);
+  unload(bufs, 4);
+  usleep(200 * 1000);
+  load(dev, bufs, 4);
+  printf("reloaded=%d\n", bufs[3] != nil);
+  unload(bufs, 4);
+}
+
 static void exit_in_flight(void) {
   id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
   id<ProbeMethods> queue = [dev newCommandQueue];
@@ -96,8 +115,9 @@ int main(int argc, char **argv) {
   else if (!strcmp(s, "commit")) commit();
   else if (!strcmp(s, "residency")) residency();
   else if (!strcmp(s, "exit_in_flight")) exit_in_flight();
+  else if (!strcmp(s, "reload")) reload();
   else {
-    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight\n");
+    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload\n");
     return 64;
   }
   printf("done=1\n");
