@@ -81,7 +81,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    fn new(config: GuardConfig) -> Self {
+    pub(crate) fn new(config: GuardConfig) -> Self {
         let sink = BreadcrumbSink::new(config.breadcrumb_path.clone(), config.breadcrumb_max_bytes);
         Guard {
             ledger: AllocationLedger::new(),
