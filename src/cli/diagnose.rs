@@ -2,7 +2,7 @@
 //! with its signature and a plain-words explanation.
 
 use super::exit;
-use super::report_text::{dir_list, render_report, skipped_lines};
+use super::report_text::{dir_list, render_report, skipped_lines, skipped_note};
 use metal_guard::forensics::{
     panic_ledger, report_dirs, scan_reports, PanicReport, ReportScan, ScanOutcome, SkippedFile,
 };
@@ -156,6 +156,7 @@ fn human_output(
             "No kernel panic reports{window} found in {}.\n",
             dir_list(dirs)
         ));
+        out.push_str(&skipped_note(&outcome.skipped));
         out.push_str("Nothing here points at the GPU driver bug. If your Mac did restart on its own, macOS may not have written a report yet (it does so a minute or two after login), or the report is in a folder only an administrator can read: try `sudo metal-guard diagnose`.\n");
         return out;
     }
@@ -167,6 +168,10 @@ fn human_output(
         dir_list(dirs),
         total - iogpu
     ));
+    out.push_str(&skipped_note(&outcome.skipped));
+    if !outcome.skipped.is_empty() {
+        out.push('\n');
+    }
     let mut explained = Vec::new();
     for (i, report) in outcome.reports.iter().enumerate() {
         render_report(&mut out, i + 1, report, &mut explained, now);

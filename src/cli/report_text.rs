@@ -147,6 +147,15 @@ pub fn dir_list(dirs: &[PathBuf]) -> String {
     }
 }
 
+/// A sentence about skipped files, or nothing when none were skipped.
+pub fn skipped_note(skipped: &[SkippedFile]) -> String {
+    match skipped.len() {
+        0 => String::new(),
+        1 => "1 file or folder could not be read; the line above says why.\n".to_string(),
+        n => format!("{n} files or folders could not be read; the lines above say why.\n"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 use super::diagnose::record_in_ledger;
 use super::exit;
-use super::report_text::{dir_list, render_report, skipped_lines};
+use super::report_text::{dir_list, render_report, skipped_lines, skipped_note};
 use clap::CommandFactory;
 use metal_guard::forensics::{report_dirs, scan_reports, ReportScan};
 use std::io::{BufRead, IsTerminal, Write};
@@ -30,6 +30,7 @@ pub fn run() -> ExitCode {
             "No GPU-driver panic found in {}.\n",
             dir_list(&dirs)
         ));
+        out.push_str(&skipped_note(&outcome.skipped));
         if others > 0 {
             out.push_str(&format!(
                 "There {} {others} other kernel panic report{} (not caused by the GPU driver); `metal-guard diagnose` lists {}.\n",
