@@ -1,2 +1,5 @@
-//! State files: atomic writes (temp + fsync + rename), versioned JSON and
-//! tolerant reads that warn and reset instead of crashing.
+//! State files: atomic writes (temp + fsync + rename + directory fsync),
+//! versioned JSON and tolerant reads that warn and reset instead of crashing.
+
+pub mod atomic_file;
+pub mod tolerant_json;
