@@ -3,8 +3,11 @@
 //! the control workload never does, and each guard lever applied by hand in
 //! the workload is enough to prevent its bug under the model.
 
+use metal_guard::forensics::{scan_reports, PanicSignature, ReportScan};
 use serde_json::Value;
 use sim_metal::{artifacts, SimArtifacts, Workload, WorkloadOutcome, WorkloadRun};
+use std::path::Path;
+use std::process::Command;
 
 fn built() -> &'static SimArtifacts {
     match artifacts() {
@@ -69,6 +72,63 @@ fn each_unguarded_workload_writes_a_panic_report_and_aborts() {
             out.stderr.contains("SIMULATED KERNEL PANIC"),
             "{}",
             out.describe()
+        );
+    }
+}
+
+/// `metal-guard diagnose --reports DIR --json`, with HOME inside `scratch`.
+fn diagnose_json(dir: &Path, scratch: &Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_metal-guard"))
+        .args(["diagnose", "--json", "--reports"])
+        .arg(dir)
+        .env("HOME", scratch)
+        .env_remove("METALGUARD_PANIC_REPORT_DIRS")
+        .output()
+        .expect("run metal-guard diagnose");
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("diagnose --json prints JSON")
+}
+
+fn expected_signature(workload: Workload) -> PanicSignature {
+    match workload {
+        Workload::ResidencyChurn => PanicSignature::PendingMemorySet,
+        _ => PanicSignature::PrepareCountUnderflow,
+    }
+}
+
+#[test]
+fn forensics_classifies_every_simulated_report() {
+    for workload in Workload::PANICKING {
+        let scratch = tempfile::tempdir().unwrap();
+        let run_spec = WorkloadRun::new(workload, scratch.path());
+        let out = run(run_spec.clone());
+        assert!(out.panicked(), "{workload}: {}", out.describe());
+
+        let scan = scan_reports(&ReportScan::all(vec![run_spec.panic_dir.clone()]));
+        assert!(scan.skipped.is_empty(), "{workload}: {:?}", scan.skipped);
+        assert_eq!(scan.reports.len(), 1, "{workload}");
+        let report = &scan.reports[0];
+        assert_eq!(
+            report.signature,
+            Some(expected_signature(workload)),
+            "{workload}"
+        );
+        assert!(report.is_iogpu());
+        assert_eq!(report.os_build.as_deref(), Some("25E253"), "{workload}");
+        assert_eq!(
+            report.process.as_deref(),
+            Some("mlx_workload"),
+            "{workload}"
+        );
+        assert!(report.time.is_some(), "{workload}");
+
+        let json = diagnose_json(&run_spec.panic_dir, scratch.path());
+        let reports = json["reports"].as_array().expect("reports array");
+        assert_eq!(reports.len(), 1, "{workload}: {json}");
+        assert_eq!(
+            reports[0]["signature"],
+            expected_signature(workload).as_str(),
+            "{workload}: {json}"
         );
     }
 }
