@@ -354,6 +354,22 @@ impl fmt::Display for Workload {
     }
 }
 
+/// The guard settings every guarded run uses: the guard's own defaults with
+/// its intervals scaled from minutes to fractions of a second, matched to
+/// the driver's default delays (`SIM_METAL_COMPLETE_LAG_US` = 10 ms, so a
+/// 100 ms cadence interval covers it), and bursts sized for the workloads'
+/// 4 MiB "weights" instead of real multi-GiB models.
+pub const GUARD_TEST_ENV: &[(&str, &str)] = &[
+    ("METALGUARD_CADENCE_INTERVAL_S", "0.1"),
+    ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "0.1"),
+    ("METALGUARD_CADENCE_MAX_STALL_S", "2"),
+    ("METALGUARD_BURST_MIN_MB", "2"),
+    ("METALGUARD_BURST_WINDOW_MS", "500"),
+    ("METALGUARD_BURST_QUIET_MS", "5"),
+    ("METALGUARD_RESIDENCY_GRACE_MS", "20"),
+    ("METALGUARD_EXIT_DRAIN_S", "5"),
+];
+
 /// One child-process run of a workload.
 #[derive(Debug, Clone)]
 pub struct WorkloadRun {
@@ -466,6 +482,38 @@ impl WorkloadRun {
     pub fn preload(mut self, library: impl Into<PathBuf>) -> Self {
         self.preload = Some(library.into());
         self
+    }
+
+    /// Where a guarded run's breadcrumbs go (next to the panic folder).
+    pub fn breadcrumb_path(&self) -> PathBuf {
+        self.home.join("breadcrumbs.log")
+    }
+
+    /// Preloads the guard with [`GUARD_TEST_ENV`], its breadcrumbs in
+    /// [`Self::breadcrumb_path`] and its cooldown gate reading this run's
+    /// panic folder. Later `env` calls override these.
+    pub fn guarded(mut self, library: impl Into<PathBuf>) -> Self {
+        self.preload = Some(library.into());
+        let mut env: Vec<(OsString, OsString)> = GUARD_TEST_ENV
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        env.push((
+            "METALGUARD_BREADCRUMB_PATH".into(),
+            self.breadcrumb_path().into_os_string(),
+        ));
+        env.push((
+            "METALGUARD_PANIC_REPORT_DIRS".into(),
+            self.panic_dir.clone().into_os_string(),
+        ));
+        env.append(&mut self.env);
+        self.env = env;
+        self
+    }
+
+    /// The breadcrumb log's text after a guarded run ("" if none).
+    pub fn breadcrumbs(&self) -> String {
+        fs::read_to_string(self.breadcrumb_path()).unwrap_or_default()
     }
 
     /// Starts the child, waits (bounded) and collects its output and reports.
