@@ -103,6 +103,43 @@ pub fn inject_library() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// Builds `libmetal_guard_inject.so` with `cargo build -p metal-guard-inject`
+/// (debug profile, this workspace's target folder) once per process and
+/// returns its path. Cargo releases its build lock before running tests, so
+/// this is safe inside `cargo test`.
+pub fn build_inject_library() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let output = Command::new(&cargo)
+                .args(["build", "-p", "metal-guard-inject"])
+                .current_dir(workspace_root())
+                .output()
+                .map_err(|e| {
+                    format!(
+                        "cannot run `{} build -p metal-guard-inject`: {e}",
+                        cargo.to_string_lossy()
+                    )
+                })?;
+            if !output.status.success() {
+                return Err(format!(
+                    "`cargo build -p metal-guard-inject` failed:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            inject_library().ok_or_else(|| {
+                format!(
+                    "`cargo build -p metal-guard-inject` succeeded but {} is missing",
+                    target_dir()
+                        .join("debug/libmetal_guard_inject.so")
+                        .display()
+                )
+            })
+        })
+        .clone()
+}
+
 /// Builds (or finds in the cache) the driver and the workload. Built once
 /// per process; concurrent test binaries build into private folders and
 /// rename, so they never see a half-written file.
