@@ -2,7 +2,9 @@
 //! Apple SDK (see `docs/macos.md`):
 //!
 //! - system symbols resolve against the text-based stubs in `macos-stubs/`
-//!   (install names and symbol names only), found through `-L` / `-F`;
+//!   (install names and symbol names only), found through `-F` (frameworks)
+//!   and `-L` (plain libraries, should one ever be linked directly: today the
+//!   Objective-C and Blocks runtimes are reached through `dlsym`);
 //! - Metal is weak-linked (`LC_LOAD_WEAK_DYLIB`), so a process without it
 //!   still starts, and is named only here: a `#[link(kind = "framework")]`
 //!   attribute anywhere would make the link strong;
