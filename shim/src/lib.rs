@@ -16,6 +16,7 @@ pub mod launch_env;
 pub mod launcher;
 pub mod library_locator;
 pub mod macho;
+pub mod macho_check;
 pub mod preload_env;
 pub mod process_exec;
 pub mod script;

@@ -1,7 +1,10 @@
 //! Argument parsing and dispatch: one module per subcommand, each with an
 //! `Args` struct and a `run` that returns the process exit code.
 
+mod diagnose;
+mod report_text;
 mod run;
+mod wizard;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,6 +39,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Find and explain the kernel panics on this Mac (which ones Apple's GPU driver caused).
+    Diagnose(diagnose::Args),
     /// Run a command with the GPU guard injected and the cooldown gate checked (`mlx-safe-python` for any program).
     Run(run::Args),
 }
@@ -53,7 +58,8 @@ pub fn run() -> ExitCode {
         }
     };
     match cli.command {
-        None => ExitCode::SUCCESS,
+        None => wizard::run(),
+        Some(Command::Diagnose(args)) => diagnose::run(args),
         Some(Command::Run(args)) => run::run(args),
     }
 }
