@@ -25,10 +25,14 @@ impl LaunchGate for CooldownLaunchGate {
     fn verdict(&self) -> GateVerdict {
         match current_verdict(&self.report_dirs) {
             Ok(verdict) => match verdict.kind {
-                VerdictKind::Proceed | VerdictKind::Disabled => GateVerdict::Proceed { note: None },
+                // Warnings (a state file reset, a setting ignored) are complete lines.
+                VerdictKind::Proceed | VerdictKind::Disabled => GateVerdict::Proceed {
+                    notices: verdict.warnings,
+                },
                 VerdictKind::Cooldown | VerdictKind::Lockout => GateVerdict::Blocked {
                     reason: verdict.reason,
                     how_to_clear: verdict.how_to_clear,
+                    notices: verdict.warnings,
                 },
             },
             Err(error) => GateVerdict::Failed {

@@ -18,14 +18,17 @@ pub const GATE_EXEMPT_MODULES: &[&str] =
 /// What the gate says about starting an MLX process now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GateVerdict {
-    /// Go ahead. `note` is shown when present (a gate that is switched off, say).
-    Proceed { note: Option<String> },
+    /// Go ahead, printing `notices` (complete lines, shown as given: a state file
+    /// that was unreadable and reset, a setting that was ignored).
+    Proceed { notices: Vec<String> },
     /// A cooldown or lockout is in force.
     Blocked {
         /// One line: why (for example "1 IOGPU panic in the last 24 h; cooldown until 14:05 UTC").
         reason: String,
         /// One line: how to clear it (for example "run `metal-guard ack`"), if there is a way besides waiting.
         how_to_clear: Option<String>,
+        /// Complete lines shown before the refusal, as given.
+        notices: Vec<String>,
     },
     /// The gate could not decide (unreadable report folder, say).
     Failed { error: String },
@@ -47,8 +50,8 @@ impl<F: Fn() -> GateVerdict> LaunchGate for F {
 pub enum GateStep {
     /// Run; print these lines to stderr first (possibly none).
     Run { notices: Vec<String> },
-    /// Stop with [`EXIT_BLOCKED`] after printing `message`.
-    Stop { message: String },
+    /// Stop with [`EXIT_BLOCKED`] after printing `lines` (the last one says why and how to override).
+    Stop { lines: Vec<String> },
 }
 
 /// Apply the gate: `exempt` commands skip it, `force` runs through a block
@@ -66,9 +69,7 @@ pub fn apply_gate(
         };
     }
     match gate.verdict() {
-        GateVerdict::Proceed { note } => GateStep::Run {
-            notices: note.into_iter().collect(),
-        },
+        GateVerdict::Proceed { notices } => GateStep::Run { notices },
         GateVerdict::Failed { error } => GateStep::Run {
             notices: vec![format!(
                 "{tool}: warning: the cooldown gate could not decide ({error}); running anyway. `metal-guard panic-gate` shows the problem"
@@ -77,22 +78,21 @@ pub fn apply_gate(
         GateVerdict::Blocked {
             reason,
             how_to_clear,
+            mut notices,
         } => {
             if force {
-                GateStep::Run {
-                    notices: vec![format!(
-                        "{tool}: warning: {FORCE_VAR}=1 overrides the cooldown ({reason}); another GPU panic may follow"
-                    )],
-                }
+                notices.push(format!(
+                    "{tool}: warning: {FORCE_VAR}=1 overrides the cooldown ({reason}); another GPU panic may follow"
+                ));
+                GateStep::Run { notices }
             } else {
                 let clear = how_to_clear
                     .map(|h| format!("; {h}"))
                     .unwrap_or_default();
-                GateStep::Stop {
-                    message: format!(
-                        "{tool}: blocked: {reason}{clear}; or set {FORCE_VAR}=1 to run anyway"
-                    ),
-                }
+                notices.push(format!(
+                    "{tool}: blocked: {reason}{clear}; or set {FORCE_VAR}=1 to run anyway"
+                ));
+                GateStep::Stop { lines: notices }
             }
         }
     }
@@ -197,13 +197,16 @@ mod tests {
         GateVerdict::Blocked {
             reason: "1 IOGPU panic in the last 24 h; cooldown until 14:05 UTC".into(),
             how_to_clear: Some("wait, or run `metal-guard ack` after a lockout".into()),
+            notices: vec![],
         }
     }
 
     #[test]
     fn a_block_stops_with_the_reason_and_the_override() {
         match apply_gate(&blocked, None, false, "mlx-safe-python") {
-            GateStep::Stop { message } => {
+            GateStep::Stop { lines } => {
+                assert_eq!(lines.len(), 1);
+                let message = &lines[0];
                 assert!(message.starts_with("mlx-safe-python: blocked: 1 IOGPU panic"));
                 assert!(message.contains("metal-guard ack"));
                 assert!(message.contains("MLX_SAFE_PYTHON_FORCE=1"));
@@ -231,7 +234,7 @@ mod tests {
 
     #[test]
     fn proceed_and_failure_both_run() {
-        let ok = || GateVerdict::Proceed { note: None };
+        let ok = || GateVerdict::Proceed { notices: vec![] };
         assert_eq!(
             apply_gate(&ok, None, false, "x"),
             GateStep::Run { notices: vec![] }

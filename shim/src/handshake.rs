@@ -208,10 +208,11 @@ pub fn probe(
 ///
 /// The watcher is a grandchild (double fork), so the program never sees it as
 /// a child; it runs in its own process group with stdin and stdout on
-/// `/dev/null`, so terminal signals and pipelines are unaffected; it exits as
-/// soon as the handshake arrives (a few milliseconds after the exec), or
-/// prints one warning when the program exits without it or after
-/// [`WATCH_TIMEOUT`]. It owns and removes the handshake directory.
+/// `/dev/null`, so terminal signals and pipelines are unaffected. It checks
+/// every few milliseconds until the handshake arrives (a few milliseconds
+/// after the exec), prints one warning when the program exits without it or
+/// after [`WATCH_TIMEOUT`], then sleeps, checking four times a second, until
+/// the program exits, and removes the handshake directory it owns.
 pub fn spawn_watcher(dir: HandshakeDir, program: &Path, tool: &str) -> io::Result<()> {
     let expected_pid = std::process::id();
     let not_loaded = format!(
@@ -249,34 +250,40 @@ pub fn spawn_watcher(dir: HandshakeDir, program: &Path, tool: &str) -> io::Resul
 fn watch(dir: &HandshakeDir, pid: u32, not_loaded: &str, advice: &str) -> ! {
     detach_from_terminal_io();
     let started = Instant::now();
-    let outcome = loop {
-        if dir.record_for(pid).is_some() {
-            break None;
+    let mut confirmed = false;
+    let mut warned = false;
+    loop {
+        let failed_launch = dir.dir.join("launch-failed").exists();
+        if !confirmed && !failed_launch && dir.record_for(pid).is_some() {
+            confirmed = true;
         }
-        if !process_alive(pid) {
-            break if dir.record_for(pid).is_some() {
-                None
-            } else {
-                Some(format!(
-                    "{not_loaded}; it exited without the guard; {advice}"
-                ))
-            };
+        let alive = !failed_launch && process_alive(pid);
+        if !confirmed && !warned && !failed_launch {
+            if !alive && dir.record_for(pid).is_none() {
+                eprintln!("{not_loaded}; it exited without the guard; {advice}");
+                warned = true;
+            } else if alive && started.elapsed() > WATCH_TIMEOUT {
+                eprintln!(
+                    "{not_loaded} within {} s; {advice}",
+                    WATCH_TIMEOUT.as_secs()
+                );
+                warned = true;
+            }
         }
-        if started.elapsed() > WATCH_TIMEOUT {
-            break Some(format!(
-                "{not_loaded} within {} s; {advice}",
-                WATCH_TIMEOUT.as_secs()
-            ));
+        if !alive {
+            break;
         }
-        let pause = if started.elapsed() < Duration::from_millis(200) {
+        // Fast while the handshake is due, then slow: the folder stays until
+        // the program exits, because its children (multiprocessing, re-execs)
+        // inherit the variable and announce themselves too.
+        let pause = if confirmed || warned {
+            250
+        } else if started.elapsed() < Duration::from_millis(200) {
             2
         } else {
             25
         };
         std::thread::sleep(Duration::from_millis(pause));
-    };
-    if let Some(message) = outcome {
-        eprintln!("{message}");
     }
     let _ = std::fs::remove_dir_all(&dir.dir);
     // SAFETY: ends the watcher without unwinding into the launcher's frames.

@@ -103,8 +103,10 @@ pub fn launch(
     };
     let force = options.force || env.flag(FORCE_VAR);
     match apply_gate(gate, exemption(&target, &plan), force, tool) {
-        GateStep::Stop { message } => {
-            eprintln!("{message}");
+        GateStep::Stop { lines } => {
+            for line in lines {
+                eprintln!("{line}");
+            }
             return EXIT_BLOCKED;
         }
         GateStep::Run { notices } => {
@@ -268,14 +270,20 @@ fn check(target: &Target, options: &LaunchOptions, gate: &dyn LaunchGate, env: &
     let gate_line = match exemption(target, &plan) {
         Some(module) => format!("skipped ({module} does not use the GPU)"),
         None => match gate.verdict() {
-            GateVerdict::Proceed { note } => match note {
-                Some(note) => format!("proceed ({note})"),
-                None => "proceed".to_owned(),
-            },
+            GateVerdict::Proceed { notices } => {
+                for notice in notices {
+                    println!("  {notice}");
+                }
+                "proceed".to_owned()
+            }
             GateVerdict::Blocked {
                 reason,
                 how_to_clear,
+                notices,
             } => {
+                for notice in notices {
+                    println!("  {notice}");
+                }
                 let clear = how_to_clear.map(|h| format!("; {h}")).unwrap_or_default();
                 if force {
                     format!("BLOCKED, overridden by {FORCE_VAR}=1: {reason}{clear}")
