@@ -2,6 +2,12 @@
 //! `Args` struct and a `run` that returns the process exit code.
 
 use clap::{Parser, Subcommand};
+
+pub mod ack;
+pub mod breaker;
+pub mod cadence;
+pub mod lock;
+pub mod panic_gate;
 use std::process::ExitCode;
 
 /// Exit codes shared by every subcommand (documented in `--help` and the README).
@@ -33,7 +39,18 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// The cooldown verdict: exit 0 proceed, 2 cooldown or lockout, 3 the gate failed.
+    PanicGate(panic_gate::Args),
+    /// Acknowledge a lockout (valid 24 h; the 2 h cooldown after a panic still applies).
+    Ack(ack::Args),
+    /// The circuit breaker: status (exit 2 when tripped) or clear.
+    Breaker(breaker::Args),
+    /// Check-and-mark a model load across processes: exit 0 clear (marked), 2 too soon.
+    Cadence(cadence::Args),
+    /// The MLX process lock: status, run LABEL -- CMD..., release [--force].
+    Lock(lock::Args),
+}
 
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -49,5 +66,10 @@ pub fn run() -> ExitCode {
     };
     match cli.command {
         None => ExitCode::SUCCESS,
+        Some(Command::PanicGate(a)) => panic_gate::run(a),
+        Some(Command::Ack(a)) => ack::run(a),
+        Some(Command::Breaker(a)) => breaker::run(a),
+        Some(Command::Cadence(a)) => cadence::run(a),
+        Some(Command::Lock(a)) => lock::run(a),
     }
 }
