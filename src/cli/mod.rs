@@ -7,6 +7,7 @@ pub mod ack;
 pub mod breaker;
 pub mod cadence;
 pub mod lock;
+pub mod models;
 pub mod panic_gate;
 use std::process::ExitCode;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Cadence(cadence::Args),
     /// The MLX process lock: status, run LABEL -- CMD..., release [--force].
     Lock(lock::Args),
+    /// Known panic models and version advisories (exit 2 for a panic-tier model).
+    Models(models::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -71,5 +74,6 @@ pub fn run() -> ExitCode {
         Some(Command::Breaker(a)) => breaker::run(a),
         Some(Command::Cadence(a)) => cadence::run(a),
         Some(Command::Lock(a)) => lock::run(a),
+        Some(Command::Models(a)) => models::run(a),
     }
 }
