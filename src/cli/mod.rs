@@ -1,6 +1,10 @@
 //! Argument parsing and dispatch: one module per subcommand, each with an
 //! `Args` struct and a `run` that returns the process exit code.
 
+mod diagnose;
+mod report_text;
+mod wizard;
+
 use clap::{Parser, Subcommand};
 
 pub mod ack;
@@ -46,6 +50,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Find and explain the kernel panics on this Mac (which ones Apple's GPU driver caused).
+    Diagnose(diagnose::Args),
     /// The cooldown verdict: exit 0 proceed, 2 cooldown or lockout, 3 the gate failed.
     PanicGate(panic_gate::Args),
     /// Acknowledge a lockout (valid 24 h; the 2 h cooldown after a panic still applies).
@@ -83,7 +89,8 @@ pub fn run() -> ExitCode {
         }
     };
     match cli.command {
-        None => ExitCode::SUCCESS,
+        None => wizard::run(),
+        Some(Command::Diagnose(args)) => diagnose::run(args),
         Some(Command::PanicGate(a)) => panic_gate::run(a),
         Some(Command::Ack(a)) => ack::run(a),
         Some(Command::Breaker(a)) => breaker::run(a),
