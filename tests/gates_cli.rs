@@ -524,3 +524,43 @@ fn status_write_daemon_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(once.status.code(), Some(0));
 }
+
+#[test]
+fn lock_run_passes_the_exit_code_through() {
+    let home = tempfile::tempdir().unwrap();
+    let out = mg(home.path())
+        .args(["lock", "run", "x", "--", "sh", "-c", "exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let out = mg(home.path())
+        .args(["lock", "run", "x", "--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(!home
+        .path()
+        .join(".metal-guard/locks/mlx_exclusive.lock")
+        .exists());
+    // MLX_LOCK_PATH moves the record.
+    let custom = home.path().join("elsewhere").join("mlx.lock");
+    let out = mg(home.path())
+        .env("MLX_LOCK_PATH", &custom)
+        .args([
+            "lock",
+            "run",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "test -f \"$0\"",
+            custom.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the record exists while the command runs"
+    );
+}
