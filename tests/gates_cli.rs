@@ -180,21 +180,45 @@ fn non_iogpu_panics_an_hour_ago_proceed() {
 
 #[test]
 fn unreadable_report_folder_fails_the_gate_with_3() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return; // root lists any folder
-    }
-    use std::os::unix::fs::PermissionsExt;
     let home = tempfile::tempdir().unwrap();
-    let reports = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // A folder that cannot be listed by anyone, root included: a symlink loop.
+    let looped = scratch.path().join("DiagnosticReports");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
     let out = mg(home.path())
         .args(["panic-gate", "--reports"])
-        .arg(reports.path())
+        .arg(&looped)
         .output()
         .unwrap();
-    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list panic reports"));
+    let out = mg(home.path())
+        .args(["panic-gate", "--json", "--reports"])
+        .arg(&looped)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 3);
+    // A folder without read permission (meaningful when not root).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let locked = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+        let out = mg(home.path())
+            .args(["panic-gate", "--reports"])
+            .arg(locked.path())
+            .output()
+            .unwrap();
+        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+    }
 }
 
 fn race(home: &Path, n: usize, args: &[&str]) -> Vec<Output> {
