@@ -73,6 +73,12 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+/// The valgrind suppressions for GCC libobjc's own allocations
+/// (`tests/sim-metal/valgrind.supp`).
+pub fn valgrind_suppressions() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("valgrind.supp")
+}
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -430,6 +436,8 @@ pub struct WorkloadRun {
     pub home: PathBuf,
     /// Killed after this long.
     pub timeout: Duration,
+    /// A command the workload runs under (e.g. valgrind and its options).
+    pub wrapper: Vec<OsString>,
 }
 
 /// What a run produced.
@@ -506,6 +514,7 @@ impl WorkloadRun {
             panic_dir: scratch.join("panics"),
             home: scratch.join("home"),
             timeout: Duration::from_secs(60),
+            wrapper: Vec::new(),
         }
     }
 
@@ -525,6 +534,18 @@ impl WorkloadRun {
     /// Preloads a library (the guard).
     pub fn preload(mut self, library: impl Into<PathBuf>) -> Self {
         self.preload = Some(library.into());
+        self
+    }
+
+    /// Runs the workload under `program` with `options` (e.g. valgrind).
+    pub fn wrapped<I, S>(mut self, program: impl Into<OsString>, options: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = std::iter::once(program.into())
+            .chain(options.into_iter().map(Into::into))
+            .collect();
         self
     }
 
@@ -564,7 +585,14 @@ impl WorkloadRun {
     pub fn run(&self, artifacts: &SimArtifacts) -> io::Result<WorkloadOutcome> {
         fs::create_dir_all(&self.panic_dir)?;
         fs::create_dir_all(&self.home)?;
-        let mut cmd = Command::new(&artifacts.workload);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, options)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(options).arg(&artifacts.workload);
+                cmd
+            }
+            None => Command::new(&artifacts.workload),
+        };
         cmd.arg(self.workload.name()).args(&self.args);
         // The child's configuration comes only from this run.
         for (key, _) in std::env::vars_os() {
