@@ -207,6 +207,30 @@ fn each_lever_switched_off_lets_its_bug_through() {
     }
 }
 
+/// What observer mode must say it would have done, per workload, where the
+/// guard writes that line synchronously before letting the risky call
+/// through. The retain and residency notes (`GUARD_RETAIN:
+/// would_retain_unretained_command_buffers`, `GUARD_RESIDENCY:
+/// would_defer_removals`) go through the asynchronous writer and can be lost
+/// when the simulated panic aborts the process a few milliseconds later, as
+/// they would be in a real reboot, so they are not required here.
+fn observed_lever(
+    workload: Workload,
+) -> Option<(&'static str, &'static str, (&'static str, &'static str))> {
+    match workload {
+        Workload::LoadUnload => Some(("GUARD_CADENCE", "too_soon", ("action", "observed_only"))),
+        Workload::OversizePrefill => Some((
+            "SUBPROC_POST",
+            "allocation_refusal",
+            ("action", "observed_only"),
+        )),
+        Workload::ExitInflight => {
+            Some(("SUBPROC_POST", "exit_drain", ("outcome", "observed_only")))
+        }
+        Workload::ConcurrentTrim | Workload::ResidencyChurn | Workload::Steady => None,
+    }
+}
+
 #[test]
 fn observer_mode_logs_and_still_panics() {
     for workload in Workload::PANICKING {
@@ -221,6 +245,17 @@ fn observer_mode_logs_and_still_panics() {
             "{workload}: {}",
             r.explain()
         );
+        if let Some((tag, payload, (key, value))) = observed_lever(workload) {
+            let logged = r
+                .breadcrumbs()
+                .iter()
+                .any(|l| l.tag == tag && l.payload == payload && l.field(key) == Some(value));
+            assert!(
+                logged,
+                "{workload}: observer mode should log {tag}: {payload} {key}={value}: {}",
+                r.explain()
+            );
+        }
     }
 }
 

@@ -399,8 +399,8 @@ impl fmt::Display for Workload {
 
 /// The guard settings every guarded run uses: the guard's own defaults with
 /// its intervals scaled from minutes to fractions of a second, matched to
-/// the driver's default delays (`SIM_METAL_COMPLETE_LAG_US` = 10 ms, so a
-/// 100 ms cadence interval covers it), and bursts sized for the workloads'
+/// the driver's default delays (`SIM_METAL_COMPLETE_LAG_US` = 100 ms, so a
+/// 300 ms cadence interval covers it), and bursts sized for the workloads'
 /// 4 MiB "weights" instead of real multi-GiB models.
 ///
 /// `METALGUARD_BURST_N=1`: a load is recognised on its first large
@@ -408,14 +408,17 @@ impl fmt::Display for Workload {
 /// allocation of a reload, after three have already reused the unloaded
 /// model's memory, and the late completion records land on them during the
 /// stall (README, model rule 6): `load-unload` then panics guarded.
+/// `METALGUARD_BURST_QUIET_MS=15`: shorter than the ~22 ms between two loads
+/// of `load-unload`, longer than the guard's own synchronous breadcrumb
+/// write between two allocations of one load.
 pub const GUARD_TEST_ENV: &[(&str, &str)] = &[
-    ("METALGUARD_CADENCE_INTERVAL_S", "0.1"),
-    ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "0.1"),
+    ("METALGUARD_CADENCE_INTERVAL_S", "0.3"),
+    ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "0.3"),
     ("METALGUARD_CADENCE_MAX_STALL_S", "2"),
     ("METALGUARD_BURST_MIN_MB", "2"),
     ("METALGUARD_BURST_N", "1"),
     ("METALGUARD_BURST_WINDOW_MS", "500"),
-    ("METALGUARD_BURST_QUIET_MS", "5"),
+    ("METALGUARD_BURST_QUIET_MS", "15"),
     ("METALGUARD_RESIDENCY_GRACE_MS", "20"),
     ("METALGUARD_EXIT_DRAIN_S", "5"),
 ];
