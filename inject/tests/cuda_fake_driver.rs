@@ -136,10 +136,31 @@ impl Run {
             .find(|c| c.tag == tag)
             .unwrap_or_else(|| panic!("no {tag} breadcrumb in {:#?}", self.crumbs))
     }
+    /// The first line tagged `tag` whose payload is `payload`.
+    fn section(&self, tag: &str, payload: &str) -> &BreadcrumbLine {
+        self.crumbs
+            .iter()
+            .find(|c| c.tag == tag && c.payload == payload)
+            .unwrap_or_else(|| panic!("no {tag}: {payload} breadcrumb in {:#?}", self.crumbs))
+    }
+    fn count(&self, tag: &str, payload: &str) -> usize {
+        self.crumbs
+            .iter()
+            .filter(|c| c.tag == tag && c.payload == payload)
+            .count()
+    }
+    /// A field of the guard's shared summary (`GUARD_SUMMARY`).
     fn summary(&self, field: &str) -> String {
+        self.crumb("GUARD_SUMMARY")
+            .field(field)
+            .unwrap_or_else(|| panic!("GUARD_SUMMARY has no {field}"))
+            .to_string()
+    }
+    /// A field of the CUDA-only summary (`CUDA_SUMMARY`).
+    fn cuda(&self, field: &str) -> String {
         self.crumb("CUDA_SUMMARY")
             .field(field)
-            .unwrap_or_else(|| panic!("summary has no {field}"))
+            .unwrap_or_else(|| panic!("CUDA_SUMMARY has no {field}"))
             .to_string()
     }
 }
@@ -152,9 +173,13 @@ fn run(guarded: bool, args: &[&str], env: &[(&str, &str)]) -> Run {
     cmd.args(args)
         .env("LD_LIBRARY_PATH", &b.dir)
         .env("METALGUARD_BREADCRUMB_PATH", &log)
+        .env("HOME", log_dir.path())
         .env_remove("METALGUARD_MODE")
         .env_remove("METALGUARD_MAX_SINGLE_ALLOC_GB")
         .env_remove("METALGUARD_MAX_SINGLE_ALLOC_PCT")
+        .env_remove("METALGUARD_MAX_LIVE_GB")
+        .env_remove("METALGUARD_DISABLED")
+        .env_remove("METALGUARD_MODEL_ID")
         .env_remove("METALGUARD_CUDA");
     if guarded {
         cmd.env("LD_PRELOAD", inject_library());
@@ -237,30 +262,41 @@ fn every_wrapped_entry_point_is_seen_and_forwarded() {
         plain.crumbs.is_empty(),
         "no breadcrumbs without the library"
     );
-    assert!(guarded
-        .crumb("CUDA_HOOKS")
-        .payload
-        .contains("cuGetProcAddress"));
-    let ceiling = guarded.crumb("CUDA_CEILING");
-    assert_eq!(ceiling.field("device_bytes"), Some("8589934592"));
-    // 1 + 2 + 4 MiB device, 1 MiB managed, 2 x 64 KiB pinned host.
-    assert_eq!(guarded.summary("allocations"), "6");
-    assert_eq!(guarded.summary("frees"), "5");
-    assert_eq!(guarded.summary("untracked_frees"), "0");
+    // Both links of the chain: the getter from dlsym and the one the driver hands back.
     assert_eq!(
-        guarded.summary("live_device_bytes"),
-        (2u64 << 20).to_string()
+        guarded.count("GUARD_HOOKED", "dlsym(cuGetProcAddress_v2) wrapped"),
+        1
     );
-    assert_eq!(guarded.summary("live_host_bytes"), "0");
     assert_eq!(
-        guarded.summary("peak_device_bytes"),
-        (8u64 << 20).to_string()
+        guarded.count("GUARD_HOOKED", "the driver's own cuGetProcAddress wrapped"),
+        1
     );
-    assert_eq!(guarded.summary("largest_bytes"), (4u64 << 20).to_string());
-    assert_eq!(guarded.summary("graph_launches"), "1");
-    assert_eq!(guarded.summary("host_fns"), "1");
-    assert_eq!(guarded.summary("stream_syncs"), "1");
+    let ceiling = guarded.crumb("GUARD_CEILING");
+    assert_eq!(
+        ceiling.field("working_set"),
+        Some("8589934592"),
+        "device memory"
+    );
+    assert_eq!(
+        ceiling.field("max_single"),
+        Some("4294967296"),
+        "default: half of it"
+    );
+    assert_eq!(ceiling.field("budget"), Some("8589934592"));
+    // 1 + 2 + 4 MiB device and 1 MiB managed in the shared ledger; 2 x 64 KiB pinned host apart.
+    assert_eq!(guarded.summary("allocations"), "4");
+    assert_eq!(guarded.summary("live_bytes"), (2u64 << 20).to_string());
+    assert_eq!(guarded.summary("peak_bytes"), (8u64 << 20).to_string());
+    assert_eq!(guarded.summary("largest"), (4u64 << 20).to_string());
     assert_eq!(guarded.summary("refusals"), "0");
+    assert_eq!(guarded.summary("commits"), "1");
+    assert_eq!(guarded.summary("completions"), "1");
+    assert_eq!(guarded.cuda("host_allocations"), "2");
+    assert_eq!(guarded.cuda("live_host_bytes"), "0");
+    assert_eq!(guarded.cuda("untracked_frees"), "0");
+    assert_eq!(guarded.cuda("graph_launches"), "1");
+    assert_eq!(guarded.cuda("host_fns"), "1");
+    assert_eq!(guarded.cuda("stream_syncs"), "1");
 }
 
 #[test]
@@ -285,23 +321,29 @@ fn per_thread_stream_variants_reach_their_own_originals() {
     ] {
         assert_eq!(r.value(&format!("driver_calls.{f}")), "0", "{f}");
     }
-    assert_eq!(r.summary("host_fns"), "1");
-    assert_eq!(r.summary("live_device_bytes"), (2u64 << 20).to_string());
+    assert_eq!(r.cuda("host_fns"), "1");
+    assert_eq!(r.summary("live_bytes"), (2u64 << 20).to_string());
 }
 
 #[test]
 fn functions_looked_up_by_dlsym_are_wrapped_too() {
     let r = run(true, &["direct"], &[]);
     assert_basic_results(&r);
-    assert_eq!(r.summary("allocations"), "6");
-    assert_eq!(r.summary("frees"), "5");
-    assert_eq!(r.summary("live_device_bytes"), (2u64 << 20).to_string());
+    assert_eq!(
+        r.count(
+            "GUARD_HOOKED",
+            "a driver memory/stream function looked up by dlsym wrapped"
+        ),
+        1
+    );
+    assert_eq!(r.summary("allocations"), "4");
+    assert_eq!(r.summary("live_bytes"), (2u64 << 20).to_string());
 }
 
 #[test]
 fn default_ceiling_comes_from_device_memory_and_refuses_with_out_of_memory() {
-    // 8 GiB fake device: the default ceiling is 90% of it.
-    let request = "8000000000";
+    // 8 GiB fake device: the default single-allocation ceiling is half of it.
+    let request = "5000000000";
     let plain = run(false, &["oversize", request], &[]);
     assert_eq!(
         plain.value("oversize_rc"),
@@ -321,21 +363,46 @@ fn default_ceiling_comes_from_device_memory_and_refuses_with_out_of_memory() {
         "1",
         "the refused request never reached the driver"
     );
-    let refuse = r.crumb("CUDA_REFUSE");
-    assert_eq!(refuse.field("bytes"), Some(request));
-    assert_eq!(refuse.field("ceiling_bytes"), Some("7730941132"));
+    let pre = r.section("SUBPROC_PRE", "allocation_refusal");
+    assert_eq!(pre.field("bytes"), Some(request));
+    assert_eq!(pre.field("limit"), Some("4294967296"));
+    assert_eq!(pre.field("rule"), Some("single_allocation"));
+    assert_eq!(pre.field("selector"), Some("cuMemAllocAsync"));
+    assert_eq!(
+        r.section("SUBPROC_POST", "allocation_refusal")
+            .field("action"),
+        Some("returned_nil")
+    );
     assert_eq!(r.summary("refusals"), "1");
-    assert!(String::from_utf8_lossy(&r.output.stderr).contains("refused a 7.45 GiB GPU allocation"));
+    assert!(String::from_utf8_lossy(&r.output.stderr)
+        .contains("refused a 5000000000 byte GPU allocation"));
 }
 
 #[test]
-fn explicit_ceiling_and_observer_mode() {
-    let env = [("METALGUARD_MAX_SINGLE_ALLOC_GB", "1")];
-    let r = run(true, &["oversize", "2000000000"], &env);
+fn explicit_ceiling_live_budget_and_observer_mode() {
+    let r = run(
+        true,
+        &["oversize", "2000000000"],
+        &[("METALGUARD_MAX_SINGLE_ALLOC_GB", "1")],
+    );
     assert_eq!(r.value("oversize_rc"), "2");
     assert_eq!(
-        r.crumb("CUDA_CEILING").field("ceiling_bytes"),
+        r.crumb("GUARD_CEILING").field("max_single"),
         Some("1073741824")
+    );
+
+    // Live budget of 6 MiB: 1 + 2 MiB fit, the 4 MiB pool allocation does not.
+    let r = run(
+        true,
+        &["basic"],
+        &[("METALGUARD_MAX_LIVE_GB", "0.005859375")],
+    );
+    assert_eq!(r.value("alloc_rc"), "0");
+    assert_eq!(r.value("alloc_async_rc"), "0");
+    assert_eq!(r.value("alloc_pool_rc"), "2", "{}", r.text());
+    assert_eq!(
+        r.section("SUBPROC_PRE", "allocation_refusal").field("rule"),
+        Some("live_budget")
     );
 
     let env = [
@@ -345,11 +412,43 @@ fn explicit_ceiling_and_observer_mode() {
     let r = run(true, &["oversize", "2000000000"], &env);
     assert_eq!(r.value("oversize_rc"), "0", "observer changes nothing");
     assert_eq!(
-        r.crumb("CUDA_WOULD_REFUSE").field("bytes"),
-        Some("2000000000")
+        r.section("SUBPROC_PRE", "allocation_refusal").field("mode"),
+        Some("observer")
     );
-    assert_eq!(r.summary("refusals"), "0");
-    assert_eq!(r.summary("would_refuse"), "1");
+    assert_eq!(
+        r.section("SUBPROC_POST", "allocation_refusal")
+            .field("action"),
+        Some("observed_only")
+    );
+}
+
+#[test]
+fn load_unload_cadence_stalls_the_next_load() {
+    let env = [
+        ("METALGUARD_BURST_QUIET_MS", "100"),
+        ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "0.6"),
+        ("METALGUARD_CADENCE_INTERVAL_S", "0.3"),
+    ];
+    let r = run(true, &["cycles", "3", "200"], &env);
+    assert_eq!(r.values("cycle_done"), ["0", "1", "2"]);
+    assert_eq!(r.count("SUBPROC_PRE", "model_load"), 3, "{:#?}", r.crumbs);
+    assert!(r.count("SUBPROC_PRE", "model_unload") >= 1);
+    let stall = r.section("GUARD_CADENCE", "too_soon");
+    assert_eq!(stall.field("reason"), Some("after_unload"));
+    assert_eq!(stall.field("action"), Some("stalled"));
+    assert_eq!(r.summary("loads"), "3");
+    assert_eq!(r.summary("cadence_stalls"), "2");
+    // Two stalls of about 0.4 s each on top of 3 x 0.2 s of sleeping.
+    assert!(r.elapsed >= Duration::from_millis(1300), "{:?}", r.elapsed);
+
+    let mut warn = env.to_vec();
+    warn.push(("METALGUARD_CADENCE", "warn"));
+    let r = run(true, &["cycles", "3", "200"], &warn);
+    assert_eq!(
+        r.section("GUARD_CADENCE", "too_soon").field("action"),
+        Some("warned")
+    );
+    assert_eq!(r.summary("cadence_stalls"), "0");
 }
 
 #[test]
@@ -365,12 +464,15 @@ fn exit_drain_waits_for_host_functions_in_flight() {
         ["1", "2", "3"],
         "every queued function ran before exit"
     );
-    let pre = r.crumb("SUBPROC_PRE");
-    assert_eq!(pre.field("in_flight"), Some("3"));
-    let post = r.crumb("SUBPROC_POST");
-    assert_eq!(post.field("left"), Some("0"));
-    assert!(post.payload.contains("drained"));
-    assert_eq!(r.summary("in_flight_at_exit"), "3");
+    assert_eq!(
+        r.section("SUBPROC_PRE", "exit_drain").field("in_flight"),
+        Some("3")
+    );
+    let post = r.section("SUBPROC_POST", "exit_drain");
+    assert_eq!(post.field("in_flight_left"), Some("0"));
+    assert_eq!(post.field("outcome"), Some("drained"));
+    assert_eq!(r.cuda("in_flight_at_exit"), "3");
+    assert_eq!(r.summary("completions"), "3");
 
     // Unguarded, the process exits under its host functions.
     let plain = run(
@@ -385,12 +487,12 @@ fn exit_drain_waits_for_host_functions_in_flight() {
 fn exit_drain_is_bounded() {
     let env = [
         ("FAKE_CUDA_HOSTFN_DELAY_MS", "5000"),
-        ("METALGUARD_EXIT_DRAIN_MS", "300"),
+        ("METALGUARD_EXIT_DRAIN_S", "0.3"),
     ];
     let r = run(true, &["inflight", "2"], &env);
-    let post = r.crumb("SUBPROC_POST");
-    assert!(post.payload.contains("timed out"), "{post:?}");
-    assert_eq!(post.field("left"), Some("2"));
+    let post = r.section("SUBPROC_POST", "exit_drain");
+    assert_eq!(post.field("outcome"), Some("timed_out"), "{post:?}");
+    assert_eq!(post.field("in_flight_left"), Some("2"));
     assert!(
         r.elapsed < Duration::from_secs(4),
         "exit took {:?}",
@@ -400,15 +502,14 @@ fn exit_drain_is_bounded() {
 
 #[test]
 fn a_panicking_hook_fails_open() {
-    let r = run(
-        true,
-        &["basic"],
-        &[("METALGUARD_FAULT_INJECT", "cuda-hook-panic")],
-    );
+    let r = run(true, &["basic"], &[("METALGUARD_TEST_FAULT", "hook_panic")]);
     assert_basic_results(&r);
-    assert!(r.crumb("CUDA_FAIL_OPEN").payload.contains("panic caught"));
-    assert_eq!(r.summary("hook_panics"), "6", "one per allocation");
-    assert_eq!(r.summary("allocations"), "6", "bookkeeping still ran");
+    assert_eq!(
+        r.crumb("GUARD_FAULT").field("action"),
+        Some("fell_back_to_original")
+    );
+    assert_eq!(r.summary("hook_faults"), "6", "one per allocation");
+    assert_eq!(r.summary("allocations"), "4", "bookkeeping still ran");
 }
 
 #[test]
@@ -416,12 +517,14 @@ fn switched_off_hands_back_the_driver_untouched() {
     let r = run(true, &["basic"], &[("METALGUARD_CUDA", "off")]);
     assert_basic_results(&r);
     assert!(
-        r.crumbs.iter().all(|c| c.tag != "CUDA_HOOKS"),
+        r.crumbs.iter().all(|c| c.tag != "GUARD_HOOKED"),
         "{:#?}",
         r.crumbs
     );
+    let r = run(true, &["basic"], &[("METALGUARD_DISABLED", "1")]);
+    assert_basic_results(&r);
+    assert!(r.crumbs.is_empty(), "{:#?}", r.crumbs);
 }
-
 #[test]
 fn dlsym_rtld_next_stays_relative_to_its_real_caller() {
     let b = built();

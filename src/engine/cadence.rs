@@ -64,6 +64,14 @@ impl BurstDetector {
         }
     }
 
+    /// When the latest qualifying event happened, if any.
+    pub fn last_event_ns(&self) -> Option<u64> {
+        match self.last_event.load(Relaxed) {
+            0 => None,
+            t => Some(t - 1),
+        }
+    }
+
     /// Records one event of `bytes` at `now_ns`; returns the burst it completes, if any.
     #[inline]
     pub fn record(&self, shape: &BurstShape, bytes: u64, now_ns: u64) -> Option<Burst> {
@@ -190,7 +198,11 @@ mod tests {
         let d = BurstDetector::new();
         let t0 = 10_000 * MS;
         assert_eq!(d.record(&SHAPE, 5000, t0), None);
-        assert_eq!(d.record(&SHAPE, 10, t0 + MS), None, "small events do not count");
+        assert_eq!(
+            d.record(&SHAPE, 10, t0 + MS),
+            None,
+            "small events do not count"
+        );
         assert_eq!(d.record(&SHAPE, 5000, t0 + 2 * MS), None);
         assert_eq!(
             d.record(&SHAPE, 5000, t0 + 3 * MS),
@@ -208,7 +220,11 @@ mod tests {
         let t0 = 10_000 * MS;
         d.record(&SHAPE, 5000, t0);
         d.record(&SHAPE, 5000, t0 + 90 * MS);
-        assert_eq!(d.record(&SHAPE, 5000, t0 + 180 * MS), None, "outside window");
+        assert_eq!(
+            d.record(&SHAPE, 5000, t0 + 180 * MS),
+            None,
+            "outside window"
+        );
     }
 
     #[test]
@@ -245,7 +261,11 @@ mod tests {
             CadenceDecision::Proceed
         );
         assert_eq!(
-            decide(&policy(CadenceMode::Wait), Some(10_000 * MS), Some(180_000 * MS)),
+            decide(
+                &policy(CadenceMode::Wait),
+                Some(10_000 * MS),
+                Some(180_000 * MS)
+            ),
             CadenceDecision::Proceed
         );
     }
@@ -265,7 +285,11 @@ mod tests {
     #[test]
     fn stall_is_bounded_and_worst_reason_wins() {
         assert_eq!(
-            decide(&policy(CadenceMode::Wait), Some(4_000 * MS), Some(40_000 * MS)),
+            decide(
+                &policy(CadenceMode::Wait),
+                Some(4_000 * MS),
+                Some(40_000 * MS)
+            ),
             CadenceDecision::Stall {
                 reason: TooSoonReason::AfterLoadOfSameModel,
                 wait_ns: 30_000 * MS,

@@ -58,7 +58,10 @@ pub struct SizeCeiling {
 pub enum CeilingVerdict {
     Allow,
     /// The request alone is above the single-allocation ceiling.
-    RefuseSingle { requested: u64, limit: u64 },
+    RefuseSingle {
+        requested: u64,
+        limit: u64,
+    },
     /// The request would push live bytes over the budget.
     RefuseBudget {
         requested: u64,
@@ -160,6 +163,9 @@ mod tests {
         assert_eq!(c.check(400, 600), CeilingVerdict::Allow);
         assert!(c.check(401, 600).is_refusal());
         assert!(c.check(u64::MAX, 600).is_refusal());
-        assert_eq!(SizeCeiling::UNLIMITED.check(u64::MAX, u64::MAX), CeilingVerdict::Allow);
+        assert_eq!(
+            SizeCeiling::UNLIMITED.check(u64::MAX, u64::MAX),
+            CeilingVerdict::Allow
+        );
     }
 }

@@ -106,7 +106,11 @@ mod tests {
             let before = entered.load(SeqCst);
             std::thread::sleep(Duration::from_micros(200));
             assert_eq!(gate.inside.load(SeqCst), 0);
-            assert_eq!(entered.load(SeqCst), before, "a commit got through a closed gate");
+            assert_eq!(
+                entered.load(SeqCst),
+                before,
+                "a commit got through a closed gate"
+            );
             gate.open();
         }
         stop.store(true, SeqCst);

@@ -202,7 +202,10 @@ impl GuardConfig {
             ],
         );
         let residency_grace = Duration::from_secs_f64(
-            r.number_or("METALGUARD_RESIDENCY_GRACE_MS", defaults::RESIDENCY_GRACE_MS) / 1000.0,
+            r.number_or(
+                "METALGUARD_RESIDENCY_GRACE_MS",
+                defaults::RESIDENCY_GRACE_MS,
+            ) / 1000.0,
         );
         let drain_s = r.number_or("METALGUARD_EXIT_DRAIN_S", defaults::EXIT_DRAIN_S);
         let exit_drain = (drain_s > 0.0).then(|| Duration::from_secs_f64(drain_s));
@@ -251,9 +254,9 @@ impl GuardConfig {
         };
         let model_id = r.raw("METALGUARD_MODEL_ID");
         let breadcrumb_path = crate::breadcrumbs::breadcrumb_path();
-        let breadcrumb_max_bytes =
-            (r.number_or("METALGUARD_BREADCRUMB_MAX_KB", defaults::BREADCRUMB_MAX_KB) * 1024.0)
-                as u64;
+        let breadcrumb_max_bytes = (r
+            .number_or("METALGUARD_BREADCRUMB_MAX_KB", defaults::BREADCRUMB_MAX_KB)
+            * 1024.0) as u64;
         let handshake_path = r.raw("METALGUARD_HANDSHAKE_PATH").map(PathBuf::from);
         let test_fault = match r.raw("METALGUARD_TEST_FAULT") {
             None => None,

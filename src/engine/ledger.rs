@@ -58,7 +58,10 @@ impl AllocationLedger {
 
     /// Records a successful allocation of `bytes` at `now_ns`.
     pub fn record_allocation(&self, bytes: u64, now_ns: u64) {
-        let live = self.live_bytes.fetch_add(bytes, Relaxed).saturating_add(bytes);
+        let live = self
+            .live_bytes
+            .fetch_add(bytes, Relaxed)
+            .saturating_add(bytes);
         self.live_count.fetch_add(1, Relaxed);
         self.peak_bytes.fetch_max(live, Relaxed);
         self.largest.fetch_max(bytes, Relaxed);

@@ -157,6 +157,18 @@ impl<T> PendingRemovals<T> {
         self.entries.is_empty()
     }
 
+    /// The tag of the oldest removal, if any.
+    pub fn front_tag(&self) -> Option<u64> {
+        self.entries.front().map(|(tag, _)| *tag)
+    }
+
+    /// Removes and returns the first entry matching `pred` (a removal the
+    /// application cancelled by adding the allocation back).
+    pub fn remove_first(&mut self, pred: impl Fn(&T) -> bool) -> Option<T> {
+        let i = self.entries.iter().position(|(_, t)| pred(t))?;
+        self.entries.remove(i).map(|(_, t)| t)
+    }
+
     /// Takes every removal whose tag the watermark has reached, in order.
     /// Tags are non-decreasing, so this stops at the first one not ready.
     pub fn take_ready(&mut self, completed_through: u64) -> Vec<T> {
@@ -248,7 +260,10 @@ mod tests {
         p.push(3, "b");
         p.push(7, "c");
         assert!(p.take_ready(2).is_empty());
-        assert_eq!(p.take_ready(5), vec!["a", "b"]);
+        assert_eq!(p.front_tag(), Some(3));
+        assert_eq!(p.remove_first(|t| *t == "b"), Some("b"));
+        assert_eq!(p.remove_first(|t| *t == "zz"), None);
+        assert_eq!(p.take_ready(5), vec!["a"]);
         assert_eq!(p.len(), 1);
         assert_eq!(p.take_all(), vec!["c"]);
         assert!(p.is_empty());

@@ -10,11 +10,13 @@
  *   oversize N  cuMemAllocAsync(N bytes), then a 1 MiB allocation
  *   inflight K  queue K host functions and exit without synchronizing
  *   churn N     N allocate/free pairs (the hot path)
+ *   cycles N MS N model-like load/unload cycles (4 x 32 MiB each), MS ms apart
  */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
@@ -154,6 +156,20 @@ int main(int argc, char **argv) {
             free_async(p, NULL);
         }
         printf("churn_done=%ld\n", n);
+    } else if (strcmp(scenario, "cycles") == 0) {
+        int n = argc > 2 ? atoi(argv[2]) : 3;
+        long gap_ms = argc > 3 ? atol(argv[3]) : 200;
+        alloc_async_t alloc_async = (alloc_async_t)get("cuMemAllocAsync");
+        free_async_t free_async = (free_async_t)get("cuMemFreeAsync");
+        for (int c = 0; c < n; c++) {
+            CUdeviceptr w[4];
+            for (int i = 0; i < 4; i++)
+                if (alloc_async(&w[i], 32u << 20, NULL) != 0) { printf("cycle_failed=%d\n", c); return 4; }
+            for (int i = 0; i < 4; i++) free_async(w[i], NULL);
+            printf("cycle_done=%d\n", c);
+            struct timespec ts = { gap_ms / 1000, (gap_ms % 1000) * 1000000L };
+            nanosleep(&ts, NULL);
+        }
     } else {
         printf("unknown_scenario=%s\n", scenario);
         return 2;

@@ -17,6 +17,7 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::driver_api::*;
+use super::guard_link;
 use super::proc_address::{original, Hooked};
 
 const RING: usize = 4096;
@@ -52,15 +53,14 @@ pub fn in_flight() -> u64 {
     HOST_FNS_QUEUED.load(Ordering::Acquire).saturating_sub(run)
 }
 
-/// Counters for the exit summary: (graph launches, host functions queued,
-/// host functions that went through unwrapped, stream synchronizations).
-pub fn counters() -> (u64, u64, u64, u64) {
-    (
-        GRAPH_LAUNCHES.load(Ordering::Relaxed),
-        HOST_FNS_QUEUED.load(Ordering::Relaxed),
-        HOST_FNS_UNTRACKED.load(Ordering::Relaxed),
-        STREAM_SYNCS.load(Ordering::Relaxed),
-    )
+/// Counters for the exit summary.
+pub fn counters() -> guard_link::CompletionCounts {
+    guard_link::CompletionCounts {
+        graph_launches: GRAPH_LAUNCHES.load(Ordering::Relaxed),
+        host_fns: HOST_FNS_QUEUED.load(Ordering::Relaxed),
+        host_fns_untracked: HOST_FNS_UNTRACKED.load(Ordering::Relaxed),
+        stream_syncs: STREAM_SYNCS.load(Ordering::Relaxed),
+    }
 }
 
 macro_rules! original_fn {
@@ -93,6 +93,8 @@ unsafe extern "C" fn host_fn_trampoline(slot_index: *mut c_void) {
     let func = slot.func.load(Ordering::Acquire);
     let data = slot.data.load(Ordering::Acquire);
     slot.state.store(FREE, Ordering::Release);
+    // The driver's callback thread is a completion thread: never stall it.
+    crate::depth::mark_completion_thread();
     if func != 0 {
         // SAFETY: `func` was stored from the caller's non-null CUhostFn when
         // this slot was taken, and the driver runs each queued host function
@@ -103,6 +105,7 @@ unsafe extern "C" fn host_fn_trampoline(slot_index: *mut c_void) {
         unsafe { func(data as *mut c_void) };
     }
     HOST_FNS_RUN.fetch_add(1, Ordering::AcqRel);
+    guard_link::commit_completed();
 }
 
 /// `cuLaunchHostFunc` (and `_ptsz`).
@@ -125,6 +128,7 @@ pub unsafe extern "C" fn launch_host_func<const V: usize>(
     slot.func.store(f as usize, Ordering::Relaxed);
     slot.data.store(user_data as usize, Ordering::Relaxed);
     HOST_FNS_QUEUED.fetch_add(1, Ordering::AcqRel);
+    guard_link::commit_queued();
     // SAFETY: the trampoline has the CUhostFn signature and finds the
     // caller's function and data in slot `index`, which stays TAKEN until
     // the trampoline has read it.
@@ -133,6 +137,7 @@ pub unsafe extern "C" fn launch_host_func<const V: usize>(
         // Not queued: release the slot and uncount it.
         slot.state.store(FREE, Ordering::Release);
         HOST_FNS_QUEUED.fetch_sub(1, Ordering::AcqRel);
+        guard_link::commit_completed();
     }
     rc
 }

@@ -1,165 +1,27 @@
-//! The one place the CUDA hooks meet the guard's policy. The hooks speak in
-//! backend-neutral terms (an allocation of N bytes of some kind is asked for,
-//! was made, was freed; GPU work was submitted, completed; the process is
-//! exiting); this module turns them into ledger updates, ceiling verdicts and
-//! breadcrumbs. Nothing outside `cuda/` sees a CUDA type.
+//! The one place the CUDA hooks meet the guard. The hooks speak in
+//! backend-neutral terms (an allocation of N bytes of some kind is asked
+//! for, was made, was freed; GPU work was queued and completed; the process
+//! is exiting) and this module hands them to the process's [`Guard`]
+//! (`crate::guard`, policy from `metal_guard::engine`): the same allocation
+//! ledger, size ceiling, cadence detector, breadcrumb sink and summary the
+//! Metal hooks feed. What only CUDA has (pinned host memory, host functions,
+//! graph launches, stream syncs, which lookup path activated the chain) is
+//! counted here and written as one `CUDA_SUMMARY` line at exit.
 //!
-//! Hot path: `admit`, `allocated` and `freed` use atomics only. Breadcrumbs
-//! are written only on rare transitions (hooks installed, a refusal, the exit
-//! drain and summary), synchronously and durably (append + fsync), from the
-//! thread that hit the transition.
+//! Hot path (`admit`, `allocated`, `freed`): atomics only, as in `Guard`.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use metal_guard::breadcrumbs::{breadcrumb_path, BreadcrumbLine, TAG_POST, TAG_PRE};
+use metal_guard::breadcrumbs::{TAG_POST, TAG_PRE};
 
 use super::pointer_table::MemoryKind;
+use crate::guard::{guard, AllocDecision};
 
-const GIB: f64 = (1u64 << 30) as f64;
-/// Default single-allocation ceiling as a share of the device's memory.
-const DEFAULT_SINGLE_ALLOC_PCT: f64 = 90.0;
-/// Default bound on the exit drain.
-const DEFAULT_EXIT_DRAIN: Duration = Duration::from_secs(10);
-
-/// What the guard does with what it sees (`METALGUARD_MODE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GuardMode {
-    /// Refuse, wait, drain (default).
-    Defensive,
-    /// Log what would have been done; change nothing.
-    Observer,
-}
-
-/// The configuration the CUDA backend reads once, at load.
-#[derive(Clone, Debug)]
-pub struct CudaGuardConfig {
-    pub mode: GuardMode,
-    /// `METALGUARD_CUDA=off`: hand every driver function back unwrapped.
-    pub enabled: bool,
-    /// `METALGUARD_MAX_SINGLE_ALLOC_GB`: an absolute single-allocation ceiling.
-    pub single_alloc_bytes: Option<u64>,
-    /// `METALGUARD_MAX_SINGLE_ALLOC_PCT`: the ceiling as a share of the
-    /// device's total memory (used when no absolute ceiling is set).
-    pub single_alloc_pct: f64,
-    /// `METALGUARD_EXIT_DRAIN_MS`: how long the exit path waits for GPU work
-    /// in flight.
-    pub exit_drain: Duration,
-    /// `METALGUARD_FAULT_INJECT=cuda-hook-panic`: make the allocation hook's
-    /// guard logic panic, to prove the hooks fail open (tests only).
-    pub inject_hook_panic: bool,
-}
-
-impl CudaGuardConfig {
-    /// Reads the environment through `get` (std::env::var in production).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (CudaGuardConfig, Vec<String>) {
-        let mut warnings = Vec::new();
-        let mode = match get("METALGUARD_MODE").as_deref().map(str::trim) {
-            None | Some("") | Some("defensive") => GuardMode::Defensive,
-            Some("observer") => GuardMode::Observer,
-            Some(other) => {
-                warnings.push(format!(
-                    "METALGUARD_MODE={other} is not defensive or observer; using defensive"
-                ));
-                GuardMode::Defensive
-            }
-        };
-        let enabled = !matches!(
-            get("METALGUARD_CUDA").as_deref().map(str::trim),
-            Some("off") | Some("0") | Some("false")
-        );
-        let positive = |name: &str, warnings: &mut Vec<String>| -> Option<f64> {
-            let raw = get(name)?;
-            match raw.trim().parse::<f64>() {
-                Ok(v) if v.is_finite() && v > 0.0 => Some(v),
-                _ => {
-                    warnings.push(format!(
-                        "{name}={raw} is not a positive number; using the default"
-                    ));
-                    None
-                }
-            }
-        };
-        let single_alloc_bytes =
-            positive("METALGUARD_MAX_SINGLE_ALLOC_GB", &mut warnings).map(|gb| (gb * GIB) as u64);
-        let single_alloc_pct = positive("METALGUARD_MAX_SINGLE_ALLOC_PCT", &mut warnings)
-            .map(|p| p.min(100.0))
-            .unwrap_or(DEFAULT_SINGLE_ALLOC_PCT);
-        let exit_drain = positive("METALGUARD_EXIT_DRAIN_MS", &mut warnings)
-            .map(|ms| Duration::from_millis(ms as u64))
-            .unwrap_or(DEFAULT_EXIT_DRAIN);
-        let inject_hook_panic =
-            get("METALGUARD_FAULT_INJECT").as_deref() == Some("cuda-hook-panic");
-        (
-            CudaGuardConfig {
-                mode,
-                enabled,
-                single_alloc_bytes,
-                single_alloc_pct,
-                exit_drain,
-                inject_hook_panic,
-            },
-            warnings,
-        )
-    }
-}
-
-static CONFIG: OnceLock<CudaGuardConfig> = OnceLock::new();
-
-/// The configuration; read from the environment on first use.
-pub fn config() -> &'static CudaGuardConfig {
-    CONFIG.get_or_init(|| {
-        let (config, warnings) = CudaGuardConfig::from_lookup(|k| std::env::var(k).ok());
-        for w in warnings {
-            breadcrumb("CUDA_CONFIG", &w, &[]);
-            eprintln!("metal-guard: {w}");
-        }
-        config
-    })
-}
-
-/// Live-memory ledger: atomics only.
-struct Ledger {
-    live_device: AtomicU64,
-    live_host: AtomicU64,
-    peak_device: AtomicU64,
-    largest: AtomicU64,
-    allocations: AtomicU64,
-    frees: AtomicU64,
-    untracked_frees: AtomicU64,
-    refusals: AtomicU64,
-    would_refuse: AtomicU64,
-    /// Single-allocation ceiling in bytes; 0 = not known yet (no ceiling).
-    ceiling: AtomicU64,
-    /// Device memory in bytes; 0 = not known yet.
-    device_total: AtomicU64,
-    /// 0: device memory not asked yet, 1: being asked, 2: settled.
-    device_total_state: AtomicU8,
-    hook_panics: AtomicU64,
-    hooks_reported: AtomicBool,
-    exit_done: AtomicBool,
-}
-
-static LEDGER: Ledger = Ledger {
-    live_device: AtomicU64::new(0),
-    live_host: AtomicU64::new(0),
-    peak_device: AtomicU64::new(0),
-    largest: AtomicU64::new(0),
-    allocations: AtomicU64::new(0),
-    frees: AtomicU64::new(0),
-    untracked_frees: AtomicU64::new(0),
-    refusals: AtomicU64::new(0),
-    would_refuse: AtomicU64::new(0),
-    ceiling: AtomicU64::new(0),
-    device_total: AtomicU64::new(0),
-    device_total_state: AtomicU8::new(0),
-    hook_panics: AtomicU64::new(0),
-    hooks_reported: AtomicBool::new(false),
-    exit_done: AtomicBool::new(false),
-};
+/// How often the breadcrumb writer wakes when idle (closes load/unload
+/// sections), as for Metal.
+const WRITER_TICK: Duration = Duration::from_millis(100);
 
 /// The verdict on one allocation request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,332 +31,291 @@ pub enum Admission {
     Refuse,
 }
 
-/// Whether the device's memory still has to be asked for (once per process,
-/// by the first allocating thread that wins the claim).
-pub fn claim_device_memory_query() -> bool {
-    LEDGER
-        .device_total_state
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
+/// Which lookup first handed out a wrapper; one bit each.
+#[derive(Clone, Copy, Debug)]
+pub enum ChainPath {
+    /// `dlsym(libcuda, "cuGetProcAddress_v2")` or `"cuGetProcAddress"`.
+    DlsymGetter = 1,
+    /// The getter the driver hands back for `"cuGetProcAddress"`.
+    DriverGetter = 2,
+    /// A driver memory or stream function looked up by `dlsym` directly.
+    DlsymFunction = 4,
 }
 
-/// The device's total memory is known (or could not be learnt: `None`); the
-/// ceiling is set from it and the configuration.
-pub fn device_memory_known(total: Option<u64>) {
-    let c = config();
-    let ceiling = match (c.single_alloc_bytes, total) {
-        (Some(abs), _) => abs,
-        (None, Some(t)) => (t as f64 * c.single_alloc_pct / 100.0) as u64,
-        (None, None) => 0,
-    };
-    LEDGER
-        .device_total
-        .store(total.unwrap_or(0), Ordering::Relaxed);
-    LEDGER.ceiling.store(ceiling, Ordering::Release);
-    LEDGER.device_total_state.store(2, Ordering::Release);
-    let mut fields = vec![(
-        "ceiling_bytes".to_string(),
-        if ceiling == 0 {
-            "none".to_string()
-        } else {
-            ceiling.to_string()
-        },
-    )];
-    if let Some(t) = total {
-        fields.push(("device_bytes".into(), t.to_string()));
-    }
-    let source = if c.single_alloc_bytes.is_some() {
-        "METALGUARD_MAX_SINGLE_ALLOC_GB".to_string()
-    } else if total.is_some() {
-        format!("{}% of device memory", c.single_alloc_pct)
-    } else {
-        "device memory unknown; no ceiling".to_string()
-    };
-    breadcrumb("CUDA_CEILING", &source, &fields);
-}
-
-/// Asked before every allocation: may `bytes` of `kind` be allocated?
-/// Atomics only, except on a refusal (rare: breadcrumb + one stderr line).
-pub fn admit(kind: MemoryKind, bytes: u64) -> Admission {
-    let c = config();
-    if c.inject_hook_panic {
-        panic!("METALGUARD_FAULT_INJECT=cuda-hook-panic: injected fault in the allocation hook");
-    }
-    if kind == MemoryKind::PinnedHost {
-        return Admission::Allow;
-    }
-    let ceiling = LEDGER.ceiling.load(Ordering::Acquire);
-    if ceiling == 0 || bytes <= ceiling {
-        return Admission::Allow;
-    }
-    let live = LEDGER.live_device.load(Ordering::Relaxed);
-    let fields = [
-        ("bytes", bytes.to_string()),
-        ("ceiling_bytes", ceiling.to_string()),
-        ("live_bytes", live.to_string()),
-        ("kind", kind_name(kind).to_string()),
-    ];
-    match c.mode {
-        GuardMode::Observer => {
-            LEDGER.would_refuse.fetch_add(1, Ordering::Relaxed);
-            breadcrumb_kv(
-                "CUDA_WOULD_REFUSE",
-                "observer mode: allocation above the ceiling let through",
-                &fields,
-            );
-            Admission::Allow
-        }
-        GuardMode::Defensive => {
-            LEDGER.refusals.fetch_add(1, Ordering::Relaxed);
-            breadcrumb_kv(
-                "CUDA_REFUSE",
-                "allocation above the single-allocation ceiling refused with CUDA_ERROR_OUT_OF_MEMORY",
-                &fields,
-            );
-            eprintln!(
-                "metal-guard: refused a {:.2} GiB GPU allocation (ceiling {:.2} GiB); the caller gets \
-                 out-of-memory. Raise it with METALGUARD_MAX_SINGLE_ALLOC_GB if this was intended.",
-                bytes as f64 / GIB,
-                ceiling as f64 / GIB
-            );
-            Admission::Refuse
+impl ChainPath {
+    fn describe(self) -> &'static str {
+        match self {
+            ChainPath::DlsymGetter => "dlsym(cuGetProcAddress_v2) wrapped",
+            ChainPath::DriverGetter => "the driver's own cuGetProcAddress wrapped",
+            ChainPath::DlsymFunction => {
+                "a driver memory/stream function looked up by dlsym wrapped"
+            }
         }
     }
 }
 
-/// An allocation of `bytes` of `kind` was made.
-pub fn allocated(kind: MemoryKind, bytes: u64) {
-    LEDGER.allocations.fetch_add(1, Ordering::Relaxed);
-    LEDGER.largest.fetch_max(bytes, Ordering::Relaxed);
-    if kind == MemoryKind::PinnedHost {
-        LEDGER.live_host.fetch_add(bytes, Ordering::Relaxed);
-    } else {
-        let live = LEDGER.live_device.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        LEDGER.peak_device.fetch_max(live, Ordering::Relaxed);
-    }
+/// CUDA-only counters (the shared ones live in `Guard`).
+struct CudaCounters {
+    live_host: AtomicU64,
+    host_allocations: AtomicU64,
+    untracked_frees: AtomicU64,
+    /// 0: device memory not asked yet, 1: being asked, 2: settled.
+    device_memory_state: AtomicU8,
+    /// Bits of `ChainPath` already reported.
+    paths_reported: AtomicU8,
 }
 
-/// A tracked allocation was freed (`None`: the address was not tracked).
-pub fn freed(freed: Option<(MemoryKind, u64)>) {
-    LEDGER.frees.fetch_add(1, Ordering::Relaxed);
-    match freed {
-        Some((MemoryKind::PinnedHost, bytes)) => {
-            LEDGER.live_host.fetch_sub(bytes, Ordering::Relaxed);
-        }
-        Some((_, bytes)) => {
-            LEDGER.live_device.fetch_sub(bytes, Ordering::Relaxed);
-        }
-        None => {
-            LEDGER.untracked_frees.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
+static COUNTERS: CudaCounters = CudaCounters {
+    live_host: AtomicU64::new(0),
+    host_allocations: AtomicU64::new(0),
+    untracked_frees: AtomicU64::new(0),
+    device_memory_state: AtomicU8::new(0),
+    paths_reported: AtomicU8::new(0),
+};
 
-/// The driver-entry chain is in place (reported once per process).
-pub fn hooks_installed(how: &str) {
-    if !LEDGER.hooks_reported.swap(true, Ordering::AcqRel) {
-        let mode = match config().mode {
-            GuardMode::Defensive => "defensive",
-            GuardMode::Observer => "observer",
-        };
-        breadcrumb_kv("CUDA_HOOKS", how, &[("mode", mode.to_string())]);
-    }
-}
-
-/// Something inside the library went wrong and the original was used
-/// instead (fail-open). Rare by construction.
-pub fn failed_open(what: &str) {
-    breadcrumb("CUDA_FAIL_OPEN", what, &[]);
-}
-
-/// Guard logic inside a hook panicked; the hook went on with the original
-/// call. The first one is reported, the rest counted (see the summary).
-pub fn hook_panicked(hook: &str) {
-    if LEDGER.hook_panics.fetch_add(1, Ordering::Relaxed) == 0 {
-        failed_open(&format!(
-            "panic caught in the {hook} hook; the original driver call was made instead"
-        ));
-    }
+/// `METALGUARD_CUDA=off`: hand every driver function back unwrapped (the
+/// guard itself, with `METALGUARD_DISABLED=1`, switches off every backend).
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let off = matches!(
+            std::env::var("METALGUARD_CUDA")
+                .ok()
+                .as_deref()
+                .map(str::trim),
+            Some("off" | "0" | "false" | "no")
+        );
+        !off && guard().is_some()
+    })
 }
 
 /// Whether the device's memory has not been settled yet (cheap check on the
 /// allocation path before `claim_device_memory_query`).
 #[inline]
 pub fn device_memory_pending() -> bool {
-    LEDGER.device_total_state.load(Ordering::Acquire) == 0
+    COUNTERS.device_memory_state.load(Ordering::Acquire) == 0
 }
 
-/// Exit path: wait (bounded) until `in_flight()` is 0, with a PRE/POST pair
-/// around the wait, then write the summary. Runs once.
-pub fn exit_drain(in_flight: impl Fn() -> u64, extra: impl Fn() -> Vec<(&'static str, String)>) {
-    if LEDGER.exit_done.swap(true, Ordering::AcqRel) {
+/// Whether this thread won the one query of the device's memory.
+pub fn claim_device_memory_query() -> bool {
+    COUNTERS
+        .device_memory_state
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+}
+
+/// The device's total memory is known (`None`: could not be learnt, then
+/// percentage limits mean no limit). It plays the part of Metal's
+/// `recommendedMaxWorkingSetSize` for the ceiling.
+pub fn device_memory_known(total: Option<u64>) {
+    if let Some(g) = guard() {
+        g.set_working_set(total.unwrap_or(0));
+    }
+    COUNTERS.device_memory_state.store(2, Ordering::Release);
+}
+
+/// Asked before every allocation: may `bytes` of `kind` be allocated?
+/// `hook` names the driver function (breadcrumb `selector=`).
+#[inline]
+pub fn admit(kind: MemoryKind, bytes: u64, hook: &'static str) -> Admission {
+    let Some(g) = guard() else {
+        return Admission::Allow;
+    };
+    g.maybe_inject_fault(hook);
+    if kind == MemoryKind::PinnedHost {
+        return Admission::Allow;
+    }
+    match g.before_allocation(bytes, hook) {
+        AllocDecision::Proceed => Admission::Allow,
+        AllocDecision::Refuse => Admission::Refuse,
+    }
+}
+
+/// An allocation of `bytes` of `kind` was made.
+#[inline]
+pub fn allocated(kind: MemoryKind, bytes: u64) {
+    if kind == MemoryKind::PinnedHost {
+        COUNTERS.host_allocations.fetch_add(1, Ordering::Relaxed);
+        COUNTERS.live_host.fetch_add(bytes, Ordering::Relaxed);
+    } else if let Some(g) = guard() {
+        g.after_allocation(bytes);
+    }
+}
+
+/// A tracked allocation was freed (`None`: the address was not tracked).
+#[inline]
+pub fn freed(freed: Option<(MemoryKind, u64)>) {
+    match freed {
+        Some((MemoryKind::PinnedHost, bytes)) => {
+            COUNTERS.live_host.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        Some((_, bytes)) => {
+            if let Some(g) = guard() {
+                g.on_buffer_freed(bytes);
+            }
+        }
+        None => {
+            COUNTERS.untracked_frees.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A completion signal (host function) was queued / has run: MLX's commit
+/// and its completion, counted where the Metal hooks count theirs.
+#[inline]
+pub fn commit_queued() {
+    if let Some(g) = guard() {
+        g.stats.commits_tracked.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[inline]
+pub fn commit_completed() {
+    if let Some(g) = guard() {
+        g.stats.completions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A wrapper was handed out through `path`. The first activation starts the
+/// breadcrumb writer (as the first Metal device does); each path is
+/// reported once.
+pub fn chain_active(path: ChainPath) -> bool {
+    let Some(g) = guard() else {
+        return false;
+    };
+    let bit = path as u8;
+    let before = COUNTERS.paths_reported.fetch_or(bit, Ordering::AcqRel);
+    if before & bit != 0 {
+        return false;
+    }
+    if before == 0 {
+        crate::device_entry::quiet_panic_messages();
+        let _ = g.sink.start_writer(WRITER_TICK, move || g.tick());
+        for w in &g.config.warnings {
+            eprintln!("metal-guard: {w}");
+        }
+    }
+    g.sink.write_now(
+        "GUARD_HOOKED",
+        path.describe(),
+        &[
+            ("backend", "cuda".to_string()),
+            ("mode", g.mode_name().to_string()),
+            ("version", crate::VERSION.to_string()),
+        ],
+        false,
+    );
+    before == 0
+}
+
+/// Guard logic inside a hook panicked; the hook went on with the original
+/// call.
+pub fn hook_panicked(hook: &'static str) {
+    if let Some(g) = guard() {
+        g.on_hook_fault(hook);
+    }
+}
+
+/// Something inside the library could not be done and the driver's own
+/// function was used instead (fail-open), e.g. a second driver.
+pub fn failed_open(what: &str) {
+    if let Some(g) = guard() {
+        g.sink
+            .write_now("GUARD_NOTE", what, &[("backend", "cuda".to_string())], true);
+    }
+}
+
+/// CUDA-side counters for the exit summary.
+pub struct CompletionCounts {
+    pub graph_launches: u64,
+    pub host_fns: u64,
+    pub host_fns_untracked: u64,
+    pub stream_syncs: u64,
+}
+
+/// Exit path: wait (bounded by `METALGUARD_EXIT_DRAIN_S`) until
+/// `in_flight()` is 0, with a PRE/POST pair around the wait, then write the
+/// guard's summary and the CUDA one. Runs once.
+pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCounts) {
+    static DONE: AtomicU8 = AtomicU8::new(0);
+    if DONE.swap(1, Ordering::AcqRel) != 0 {
         return;
     }
-    let c = config();
+    let Some(g) = guard() else {
+        return;
+    };
     let pending = in_flight();
-    let mut drain = String::from("none");
-    if pending > 0 && c.mode == GuardMode::Defensive {
-        breadcrumb_kv(
+    let mut outcome = "none";
+    if let (true, Some(limit)) = (pending > 0, g.config.exit_drain) {
+        g.sink.write_durable(
             TAG_PRE,
-            "cuda exit drain: waiting for GPU work in flight",
+            "exit_drain",
             &[
+                ("backend", "cuda".to_string()),
                 ("in_flight", pending.to_string()),
-                ("timeout_ms", c.exit_drain.as_millis().to_string()),
+                ("limit_ms", limit.as_millis().to_string()),
+                ("mode", g.mode_name().to_string()),
             ],
         );
         let start = Instant::now();
-        let mut left = pending;
-        while left > 0 && start.elapsed() < c.exit_drain {
-            std::thread::sleep(Duration::from_millis(1));
-            left = in_flight();
+        if g.acts() {
+            while in_flight() > 0 && start.elapsed() < limit {
+                std::thread::sleep(Duration::from_micros(500));
+            }
         }
-        let waited = start.elapsed().as_millis().to_string();
-        let outcome = if left == 0 { "drained" } else { "timed out" };
-        breadcrumb_kv(
+        let left = in_flight();
+        outcome = if !g.acts() {
+            "observed_only"
+        } else if left == 0 {
+            "drained"
+        } else {
+            eprintln!(
+                "metal-guard: {left} GPU completion(s) still pending after waiting {} ms at exit; continuing teardown (METALGUARD_EXIT_DRAIN_S sets the wait).",
+                limit.as_millis()
+            );
+            "timed_out"
+        };
+        g.sink.write_durable(
             TAG_POST,
-            &format!("cuda exit drain: {outcome}"),
-            &[("left", left.to_string()), ("waited_ms", waited.clone())],
+            "exit_drain",
+            &[
+                ("backend", "cuda".to_string()),
+                ("waited_ms", start.elapsed().as_millis().to_string()),
+                ("in_flight_left", left.to_string()),
+                ("outcome", outcome.to_string()),
+            ],
         );
-        drain = format!("{outcome}_after_{waited}ms");
     }
-    let l = &LEDGER;
-    let mut fields = vec![
-        (
-            "allocations",
-            l.allocations.load(Ordering::Relaxed).to_string(),
-        ),
-        ("frees", l.frees.load(Ordering::Relaxed).to_string()),
-        (
-            "untracked_frees",
-            l.untracked_frees.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "live_device_bytes",
-            l.live_device.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "live_host_bytes",
-            l.live_host.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "peak_device_bytes",
-            l.peak_device.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "largest_bytes",
-            l.largest.load(Ordering::Relaxed).to_string(),
-        ),
-        ("refusals", l.refusals.load(Ordering::Relaxed).to_string()),
-        (
-            "would_refuse",
-            l.would_refuse.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "hook_panics",
-            l.hook_panics.load(Ordering::Relaxed).to_string(),
-        ),
-        ("in_flight_at_exit", pending.to_string()),
-        ("drain", drain),
-    ];
-    fields.extend(extra());
-    breadcrumb_kv("CUDA_SUMMARY", "process exit", &fields);
-}
-
-fn kind_name(kind: MemoryKind) -> &'static str {
-    match kind {
-        MemoryKind::Device => "device",
-        MemoryKind::Managed => "managed",
-        MemoryKind::PinnedHost => "pinned_host",
-    }
-}
-
-fn breadcrumb_kv(tag: &str, payload: &str, fields: &[(&str, String)]) {
-    let owned: Vec<(String, String)> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    breadcrumb(tag, payload, &owned);
-}
-
-/// Appends one line and fsyncs it. Errors are swallowed: a full disk or an
-/// unwritable log never reaches the GPU path.
-fn breadcrumb(tag: &str, payload: &str, fields: &[(String, String)]) {
-    let mut all = vec![
-        ("pid".to_string(), std::process::id().to_string()),
-        ("backend".to_string(), "cuda".to_string()),
-    ];
-    all.extend_from_slice(fields);
-    let line = BreadcrumbLine {
-        time: time::OffsetDateTime::now_utc(),
-        tag: tag.to_string(),
-        payload: payload.to_string(),
-        fields: all,
-    };
-    let path = breadcrumb_path();
-    if let Some(dir) = path.parent() {
-        let _ = metal_guard::state::atomic_file::ensure_private_dir(dir);
-    }
-    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(&path) {
-        let mut text = line.format();
-        text.push('\n');
-        if f.write_all(text.as_bytes()).is_ok() {
-            let _ = f.sync_data();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(pairs: &[(&str, &str)]) -> (CudaGuardConfig, Vec<String>) {
-        CudaGuardConfig::from_lookup(|k| {
-            pairs
-                .iter()
-                .find(|(name, _)| *name == k)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    #[test]
-    fn defaults() {
-        let (c, w) = cfg(&[]);
-        assert!(w.is_empty());
-        assert_eq!(c.mode, GuardMode::Defensive);
-        assert!(c.enabled);
-        assert_eq!(c.single_alloc_bytes, None);
-        assert_eq!(c.single_alloc_pct, DEFAULT_SINGLE_ALLOC_PCT);
-        assert_eq!(c.exit_drain, DEFAULT_EXIT_DRAIN);
-        assert!(!c.inject_hook_panic);
-    }
-
-    #[test]
-    fn explicit_values() {
-        let (c, w) = cfg(&[
-            ("METALGUARD_MODE", "observer"),
-            ("METALGUARD_CUDA", "off"),
-            ("METALGUARD_MAX_SINGLE_ALLOC_GB", "1.5"),
-            ("METALGUARD_MAX_SINGLE_ALLOC_PCT", "250"),
-            ("METALGUARD_EXIT_DRAIN_MS", "300"),
-        ]);
-        assert!(w.is_empty());
-        assert_eq!(c.mode, GuardMode::Observer);
-        assert!(!c.enabled);
-        assert_eq!(c.single_alloc_bytes, Some(3 << 29));
-        assert_eq!(c.single_alloc_pct, 100.0);
-        assert_eq!(c.exit_drain, Duration::from_millis(300));
-    }
-
-    #[test]
-    fn garbage_warns_and_falls_back() {
-        let (c, w) = cfg(&[
-            ("METALGUARD_MODE", "paranoid"),
-            ("METALGUARD_MAX_SINGLE_ALLOC_GB", "-3"),
-            ("METALGUARD_EXIT_DRAIN_MS", "soon"),
-        ]);
-        assert_eq!(w.len(), 3, "{w:?}");
-        assert_eq!(c.mode, GuardMode::Defensive);
-        assert_eq!(c.single_alloc_bytes, None);
-        assert_eq!(c.exit_drain, DEFAULT_EXIT_DRAIN);
-    }
+    g.sink.flush_queued();
+    g.write_summary();
+    let c = counts();
+    g.sink.write_now(
+        "CUDA_SUMMARY",
+        "process exit",
+        &[
+            ("backend", "cuda".to_string()),
+            ("graph_launches", c.graph_launches.to_string()),
+            ("host_fns", c.host_fns.to_string()),
+            ("host_fns_untracked", c.host_fns_untracked.to_string()),
+            ("stream_syncs", c.stream_syncs.to_string()),
+            ("in_flight_at_exit", pending.to_string()),
+            ("drain", outcome.to_string()),
+            (
+                "host_allocations",
+                COUNTERS
+                    .host_allocations
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "live_host_bytes",
+                COUNTERS.live_host.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "untracked_frees",
+                COUNTERS.untracked_frees.load(Ordering::Relaxed).to_string(),
+            ),
+        ],
+        true,
+    );
 }

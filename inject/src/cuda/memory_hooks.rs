@@ -30,12 +30,12 @@ macro_rules! original_fn {
 
 /// The guard's verdict on a request, failing open on a panic.
 #[inline]
-fn admit(kind: MemoryKind, bytes: usize) -> Admission {
+fn admit(kind: MemoryKind, bytes: usize, hook: &'static str) -> Admission {
     match catch_unwind(AssertUnwindSafe(|| {
         if guard_link::device_memory_pending() && guard_link::claim_device_memory_query() {
             guard_link::device_memory_known(proc_address::device_total_memory());
         }
-        guard_link::admit(kind, bytes as u64)
+        guard_link::admit(kind, bytes as u64, hook)
     })) {
         Ok(verdict) => verdict,
         Err(_) => {
@@ -80,7 +80,7 @@ pub unsafe extern "C" fn mem_alloc<const V: usize>(
     bytes: usize,
 ) -> CuResult {
     let real = original_fn!(Hooked::MemAlloc, MemAllocFn);
-    if admit(MemoryKind::Device, bytes) == Admission::Refuse {
+    if admit(MemoryKind::Device, bytes, "cuMemAlloc_v2") == Admission::Refuse {
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     // SAFETY: arguments forwarded unchanged to the driver.
@@ -99,7 +99,7 @@ pub unsafe extern "C" fn mem_alloc_async<const V: usize>(
     stream: CuStream,
 ) -> CuResult {
     let real = original_fn!(Hooked::MemAllocAsync, MemAllocAsyncFn);
-    if admit(MemoryKind::Device, bytes) == Admission::Refuse {
+    if admit(MemoryKind::Device, bytes, "cuMemAllocAsync") == Admission::Refuse {
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     // SAFETY: arguments forwarded unchanged to the driver.
@@ -119,7 +119,7 @@ pub unsafe extern "C" fn mem_alloc_from_pool_async<const V: usize>(
     stream: CuStream,
 ) -> CuResult {
     let real = original_fn!(Hooked::MemAllocFromPoolAsync, MemAllocFromPoolAsyncFn);
-    if admit(MemoryKind::Device, bytes) == Admission::Refuse {
+    if admit(MemoryKind::Device, bytes, "cuMemAllocFromPoolAsync") == Admission::Refuse {
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     // SAFETY: arguments forwarded unchanged to the driver.
@@ -138,7 +138,7 @@ pub unsafe extern "C" fn mem_alloc_managed<const V: usize>(
     flags: c_uint,
 ) -> CuResult {
     let real = original_fn!(Hooked::MemAllocManaged, MemAllocManagedFn);
-    if admit(MemoryKind::Managed, bytes) == Admission::Refuse {
+    if admit(MemoryKind::Managed, bytes, "cuMemAllocManaged") == Admission::Refuse {
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     // SAFETY: arguments forwarded unchanged to the driver.
@@ -156,7 +156,7 @@ pub unsafe extern "C" fn mem_alloc_host<const V: usize>(
     bytes: usize,
 ) -> CuResult {
     let real = original_fn!(Hooked::MemAllocHost, MemAllocHostFn);
-    if admit(MemoryKind::PinnedHost, bytes) == Admission::Refuse {
+    if admit(MemoryKind::PinnedHost, bytes, "cuMemAllocHost_v2") == Admission::Refuse {
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     // SAFETY: arguments forwarded unchanged to the driver.
@@ -175,7 +175,7 @@ pub unsafe extern "C" fn mem_host_alloc<const V: usize>(
     flags: c_uint,
 ) -> CuResult {
     let real = original_fn!(Hooked::MemHostAlloc, MemHostAllocFn);
-    if admit(MemoryKind::PinnedHost, bytes) == Admission::Refuse {
+    if admit(MemoryKind::PinnedHost, bytes, "cuMemHostAlloc") == Admission::Refuse {
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     // SAFETY: arguments forwarded unchanged to the driver.

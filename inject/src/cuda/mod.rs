@@ -21,17 +21,9 @@ mod memory_hooks;
 mod pointer_table;
 mod proc_address;
 
-/// Exit path: bounded wait for GPU work in flight, then the summary
-/// breadcrumb. Idempotent; registered with `atexit` when the chain first
-/// activates, and safe to call from the library's own exit path as well.
+/// Exit path: bounded wait for GPU work in flight, then the summaries.
+/// Idempotent; registered with `atexit` when the chain first activates (so
+/// it runs before the exit-time teardown of libraries loaded earlier).
 pub fn on_exit() {
-    guard_link::exit_drain(completion_hooks::in_flight, || {
-        let (graphs, host_fns, untracked, syncs) = completion_hooks::counters();
-        vec![
-            ("graph_launches", graphs.to_string()),
-            ("host_fns", host_fns.to_string()),
-            ("host_fns_untracked", untracked.to_string()),
-            ("stream_syncs", syncs.to_string()),
-        ]
-    });
+    guard_link::exit_drain(completion_hooks::in_flight, completion_hooks::counters);
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use super::completion_hooks;
 use super::driver_api::*;
-use super::guard_link;
+use super::guard_link::{self, ChainPath};
 use super::memory_hooks;
 
 /// The driver functions we wrap.
@@ -178,11 +178,11 @@ fn report_mismatch(what: &str) {
     }
 }
 
-/// Once the first wrapper is handed out: report it and register the exit
-/// drain. Registered now (not at load) so it runs before the static
-/// destructors of the libraries already loaded, MLX's among them.
-fn chain_active(how: &str) {
-    guard_link::hooks_installed(how);
+/// A wrapper was handed out through `path`: report it and, the first time,
+/// register the exit drain. Registered now (not at load) so it runs before
+/// the static destructors of the libraries already loaded, MLX's among them.
+fn chain_active(path: ChainPath) {
+    guard_link::chain_active(path);
     if !EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: `exit_handler` is a plain `extern "C" fn()` that lives as
         // long as the process (this library is never unloaded: LD_PRELOAD).
@@ -246,20 +246,20 @@ fn substitute(
     cuda_version: c_int,
     flags: u64,
 ) -> Option<*mut c_void> {
-    if !guard_link::config().enabled {
+    if !guard_link::enabled() {
         return None;
     }
     if name == b"cuGetProcAddress" {
         return if cuda_version >= GET_PROC_ADDRESS_V2_SINCE {
             if claim(&GETTERS_V2[1], found) {
-                chain_active("cuGetProcAddress wrapped (the driver's own getter, v2)");
+                chain_active(ChainPath::DriverGetter);
                 Some(getter_v2::<1> as *mut c_void)
             } else {
                 report_mismatch("cuGetProcAddress(\"cuGetProcAddress\")");
                 None
             }
         } else if claim(&GETTERS_V1[1], found) {
-            chain_active("cuGetProcAddress wrapped (the driver's own getter, v1)");
+            chain_active(ChainPath::DriverGetter);
             Some(getter_v1::<1> as *mut c_void)
         } else {
             report_mismatch("cuGetProcAddress(\"cuGetProcAddress\")");
@@ -276,13 +276,13 @@ fn substitute(
 
 /// `dlsym` resolved `name` to `found`: the wrapper to return instead, if any.
 pub fn substitute_exported(name: &[u8], found: *mut c_void) -> Option<*mut c_void> {
-    if !guard_link::config().enabled {
+    if !guard_link::enabled() {
         return None;
     }
     match name {
         b"cuGetProcAddress_v2" => {
             if claim(&GETTERS_V2[0], found) {
-                chain_active("dlsym(cuGetProcAddress_v2) wrapped");
+                chain_active(ChainPath::DlsymGetter);
                 Some(getter_v2::<0> as *mut c_void)
             } else {
                 report_mismatch("dlsym(cuGetProcAddress_v2)");
@@ -291,7 +291,7 @@ pub fn substitute_exported(name: &[u8], found: *mut c_void) -> Option<*mut c_voi
         }
         b"cuGetProcAddress" => {
             if claim(&GETTERS_V1[0], found) {
-                chain_active("dlsym(cuGetProcAddress) wrapped");
+                chain_active(ChainPath::DlsymGetter);
                 Some(getter_v1::<0> as *mut c_void)
             } else {
                 report_mismatch("dlsym(cuGetProcAddress)");
@@ -306,7 +306,7 @@ pub fn substitute_exported(name: &[u8], found: *mut c_void) -> Option<*mut c_voi
                     .map(|v| (s, v))
             })?;
             let wrapper = wrap(spec.hooked, variant, found)?;
-            chain_active("dlsym of a driver memory/stream function wrapped");
+            chain_active(ChainPath::DlsymFunction);
             Some(wrapper)
         }
     }
