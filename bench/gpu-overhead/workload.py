@@ -1,11 +1,14 @@
 """One timed MLX workload on the GPU (bench/gpu-overhead/run.sh runs it
 unguarded and guarded, alternating). Prints one JSON line:
-{"matmul_per_s": ..., "tokens_per_s": ...}.
+{"matmul_per_s": ..., "tokens_per_s": ..., "churn_per_s": ...}.
 
 - matmul loop: 4096x4096 bf16 products, evaluated one by one.
 - generation-like loop: a 12-layer, 1024-wide decoder with a growing
   key/value cache, one token at a time, evaluated every token (many small
-  commits and allocations: the worst case for per-call overhead).
+  commits and allocations).
+- allocation churn: MLX's buffer cache switched off, so every array is a
+  cuMemAllocAsync + cuMemFreeAsync through the guard (the worst case for
+  per-call overhead; buffers of 1 MiB, below the cadence detector's size).
 Weights are random, made here.
 """
 
@@ -68,14 +71,34 @@ def generation_loop(tokens, layers=12, dim=1024, heads=16):
     return tokens / (time.perf_counter() - start)
 
 
+def churn_loop(iters):
+    mx.set_cache_limit(0)
+    base = mx.ones((256, 1024))
+    mx.eval(base)
+    for i in range(50):
+        mx.eval(base + i)
+    start = time.perf_counter()
+    for i in range(iters):
+        mx.eval(base + i)
+    mx.synchronize()
+    rate = iters / (time.perf_counter() - start)
+    mx.set_cache_limit(1 << 40)
+    return rate
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--matmul-iters", type=int, default=400)
-    p.add_argument("--tokens", type=int, default=256)
+    p.add_argument("--matmul-iters", type=int, default=2000)
+    p.add_argument("--tokens", type=int, default=384)
+    p.add_argument("--churn-iters", type=int, default=5000)
     a = p.parse_args()
     mx.set_default_device(mx.gpu)
     mx.random.seed(0)
-    result = {"matmul_per_s": matmul_loop(a.matmul_iters), "tokens_per_s": generation_loop(a.tokens)}
+    result = {
+        "matmul_per_s": matmul_loop(a.matmul_iters),
+        "tokens_per_s": generation_loop(a.tokens),
+        "churn_per_s": churn_loop(a.churn_iters),
+    }
     print(json.dumps(result))
 
 

@@ -54,11 +54,14 @@ run_case() {
   "$PYTHON" "$HERE/check.py" "$name" "$log" "$out" "$rc" --request "$request" || failed=$((failed + 1))
 }
 
-run_case load_cycles 0 -- load_cycles
+# Cadence with test-sized intervals: a load less than 1 s after an unload waits.
+run_case load_cycles 0 METALGUARD_BURST_QUIET_MS=300 METALGUARD_CADENCE_UNLOAD_INTERVAL_S=1 \
+  METALGUARD_CADENCE_INTERVAL_S=0.5 -- load_cycles --cycles 5 --gap 0.5
 run_case kv_growth 0 -- kv_growth
 run_case oversize $((3 << 30)) METALGUARD_MAX_SINGLE_ALLOC_GB=2 -- oversize --bytes $((3 << 30))
-# Default ceiling: 90% of the device's memory; ask for 93% of it.
-run_case oversize_default $((GPU_MIB * 1048576 / 100 * 93)) -- oversize --bytes $((GPU_MIB * 1048576 / 100 * 93))
+# Default ceiling: half the device's memory; ask for 60% of it.
+REQUEST=$((GPU_MIB * 60 / 100 / 4 * 4 * 1048576))
+run_case oversize_default "$REQUEST" -- oversize --bytes "$REQUEST"
 run_case oversize_observer 0 METALGUARD_MAX_SINGLE_ALLOC_GB=2 METALGUARD_MODE=observer -- oversize --bytes $((3 << 30))
 run_case inflight_exit 0 -- inflight_exit
 

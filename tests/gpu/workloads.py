@@ -58,6 +58,7 @@ def load_cycles(args):
             del weights, x
             mx.clear_cache()
             print(f"cycle {cycle}: loaded, ran, unloaded; peak={peak} active_after={mx.get_active_memory()}")
+            time.sleep(args.gap)
     print("load_cycles: ok")
     return 0
 
@@ -86,7 +87,8 @@ def oversize(args):
     a = mx.ones((1024, 1024))
     mx.eval(a @ a)
     try:
-        big = mx.zeros((args.bytes // 4,), dtype=mx.float32)
+        cols = 1 << 20
+        big = mx.zeros((args.bytes // (4 * cols), cols), dtype=mx.float32)
         mx.eval(big)
         print(f"oversize: {args.bytes} bytes allocated (not refused)")
         del big
@@ -121,6 +123,7 @@ def main():
     s.add_argument("--cycles", type=int, default=6)
     s.add_argument("--layers", type=int, default=8)
     s.add_argument("--dim", type=int, default=4096)
+    s.add_argument("--gap", type=float, default=0.5, help="seconds between unload and the next load")
     s.set_defaults(fn=load_cycles)
     s = sub.add_parser("kv_growth")
     s.add_argument("--steps", type=int, default=256)
@@ -133,7 +136,7 @@ def main():
     s.set_defaults(fn=oversize)
     s = sub.add_parser("inflight_exit")
     s.add_argument("--dim", type=int, default=8192)
-    s.add_argument("--depth", type=int, default=60)
+    s.add_argument("--depth", type=int, default=1500)
     s.set_defaults(fn=inflight_exit)
     args = p.parse_args()
     start = time.time()
