@@ -24,12 +24,18 @@ WORK=$(mktemp -d)
 : >"$WORK/unguarded" && : >"$WORK/guarded"
 # Warm-up (not counted): MLX compiles and caches its CUDA kernels on first use.
 "$PYTHON" "$HERE/workload.py" --matmul-iters 20 --tokens 16 --churn-iters 100 >/dev/null
-for round in $(seq "$ROUNDS"); do
-  "$PYTHON" "$HERE/workload.py" | tail -n 1 | tee -a "$WORK/unguarded" | sed "s/^/round $round unguarded: /"
+unguarded() {
+  "$PYTHON" "$HERE/workload.py" | tail -n 1 | tee -a "$WORK/unguarded" | sed "s/^/round $1 unguarded: /"
+}
+guarded() {
   METALGUARD_BREADCRUMB_PATH="$WORK/breadcrumbs.log" LD_PRELOAD="$LIB" \
-    "$PYTHON" "$HERE/workload.py" | tail -n 1 | tee -a "$WORK/guarded" | sed "s/^/round $round guarded:   /"
+    "$PYTHON" "$HERE/workload.py" | tail -n 1 | tee -a "$WORK/guarded" | sed "s/^/round $1 guarded:   /"
+}
+# Alternate which goes first (ABBA), so drift (clocks, temperature) cancels.
+for round in $(seq "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then unguarded "$round"; guarded "$round"; else guarded "$round"; unguarded "$round"; fi
 done
-grep -q CUDA_HOOKS "$WORK/breadcrumbs.log" || { echo "error: the guarded runs never activated the CUDA hooks"; exit 1; }
+grep -q "GUARD_HOOKED.*cuGetProcAddress" "$WORK/breadcrumbs.log" || { echo "error: the guarded runs never activated the CUDA hooks"; exit 1; }
 "$PYTHON" - "$WORK/unguarded" "$WORK/guarded" "$GPU" <<'PY'
 import json, statistics, sys
 load = lambda p: [json.loads(l) for l in open(p) if l.strip()]

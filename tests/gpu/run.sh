@@ -56,7 +56,7 @@ run_case() {
 
 # Cadence with test-sized intervals: a load less than 1 s after an unload waits.
 run_case load_cycles 0 METALGUARD_BURST_QUIET_MS=300 METALGUARD_CADENCE_UNLOAD_INTERVAL_S=1 \
-  METALGUARD_CADENCE_INTERVAL_S=0.5 -- load_cycles --cycles 5 --gap 0.5
+  METALGUARD_CADENCE_INTERVAL_S=0.5 -- load_cycles --cycles 5 --gap 0.8
 run_case kv_growth 0 -- kv_growth
 run_case oversize $((3 << 30)) METALGUARD_MAX_SINGLE_ALLOC_GB=2 -- oversize --bytes $((3 << 30))
 # Default ceiling: half the device's memory; ask for 60% of it.
@@ -64,6 +64,7 @@ REQUEST=$((GPU_MIB * 60 / 100 / 4 * 4 * 1048576))
 run_case oversize_default "$REQUEST" -- oversize --bytes "$REQUEST"
 run_case oversize_observer 0 METALGUARD_MAX_SINGLE_ALLOC_GB=2 METALGUARD_MODE=observer -- oversize --bytes $((3 << 30))
 run_case inflight_exit 0 -- inflight_exit
+run_case inflight_exit_libc 0 -- inflight_exit --libc-exit
 
 if [ "$failed" -eq 0 ]; then
   echo "GPU suite: all cases passed on $GPU_NAME"

@@ -56,6 +56,9 @@ def load_cycles(args):
             mx.eval(x)
             peak = mx.get_peak_memory()
             del weights, x
+            # MLX frees on its completion thread; wait for it so the unload
+            # reaches the driver now rather than landing in MLX's buffer cache.
+            mx.synchronize()
             mx.clear_cache()
             print(f"cycle {cycle}: loaded, ran, unloaded; peak={peak} active_after={mx.get_active_memory()}")
             time.sleep(args.gap)
@@ -112,6 +115,12 @@ def inflight_exit(args):
     mx.async_eval(x)
     print(f"inflight_exit: queued {args.depth} matmuls of {args.dim}x{args.dim}, exiting without waiting")
     sys.stdout.flush()
+    if args.libc_exit:
+        # exit(3) straight away: no interpreter teardown, only the C exit
+        # handlers (the guard's drain among them) and static destructors.
+        import ctypes
+
+        ctypes.CDLL(None).exit(0)
     return 0
 
 
@@ -137,6 +146,7 @@ def main():
     s = sub.add_parser("inflight_exit")
     s.add_argument("--dim", type=int, default=8192)
     s.add_argument("--depth", type=int, default=1500)
+    s.add_argument("--libc-exit", action="store_true", help="leave through exit(3), skipping Python's teardown")
     s.set_defaults(fn=inflight_exit)
     args = p.parse_args()
     start = time.time()
