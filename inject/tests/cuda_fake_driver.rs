@@ -21,11 +21,13 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The cdylib cargo built beside this test binary (target/<profile>/).
+/// The cdylib cargo built for this test run: `target/<profile>/deps/`, beside
+/// this test binary (cargo builds every crate type of the library there as
+/// the test's dependency; the copy in `target/<profile>/` is refreshed only
+/// by `cargo build`).
 fn inject_library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let lib = profile_dir.join("libmetal_guard_inject.so");
+    let lib = exe.parent().unwrap().join("libmetal_guard_inject.so");
     assert!(
         lib.exists(),
         "{} is missing: run `cargo build -p metal-guard-inject` first",
@@ -525,6 +527,21 @@ fn switched_off_hands_back_the_driver_untouched() {
     assert_basic_results(&r);
     assert!(r.crumbs.is_empty(), "{:#?}", r.crumbs);
 }
+#[test]
+fn the_hot_path_allocates_nothing() {
+    // The client counts malloc/calloc/realloc/memalign on its main thread
+    // while it churns (its own definitions win over libc's, for the
+    // preloaded library too).
+    let plain = run(false, &["churn", "20000"], &[]);
+    let r = run(true, &["churn", "20000"], &[]);
+    assert_eq!(plain.value("churn_heap_allocations"), "0");
+    assert_eq!(r.value("churn_heap_allocations"), "0", "{}", r.text());
+    assert_eq!(r.summary("allocations"), "21000");
+    assert_eq!(r.summary("live_bytes"), "0");
+    assert_eq!(r.cuda("untracked_allocations"), "0");
+    assert_eq!(r.cuda("untracked_frees"), "0");
+}
+
 #[test]
 fn dlsym_rtld_next_stays_relative_to_its_real_caller() {
     let b = built();

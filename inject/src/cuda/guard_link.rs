@@ -59,6 +59,7 @@ struct CudaCounters {
     live_host: AtomicU64,
     host_allocations: AtomicU64,
     untracked_frees: AtomicU64,
+    untracked_allocations: AtomicU64,
     /// 0: device memory not asked yet, 1: being asked, 2: settled.
     device_memory_state: AtomicU8,
     /// Bits of `ChainPath` already reported.
@@ -69,6 +70,7 @@ static COUNTERS: CudaCounters = CudaCounters {
     live_host: AtomicU64::new(0),
     host_allocations: AtomicU64::new(0),
     untracked_frees: AtomicU64::new(0),
+    untracked_allocations: AtomicU64::new(0),
     device_memory_state: AtomicU8::new(0),
     paths_reported: AtomicU8::new(0),
 };
@@ -140,6 +142,15 @@ pub fn allocated(kind: MemoryKind, bytes: u64) {
     } else if let Some(g) = guard() {
         g.after_allocation(bytes);
     }
+}
+
+/// An allocation the address table could not hold (full within its probe
+/// limit): left out of the ledger, counted here.
+#[inline]
+pub fn untracked_allocation() {
+    COUNTERS
+        .untracked_allocations
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 /// A tracked allocation was freed (`None`: the address was not tracked).
@@ -314,6 +325,20 @@ pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCo
             (
                 "untracked_frees",
                 COUNTERS.untracked_frees.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "untracked_allocations",
+                COUNTERS
+                    .untracked_allocations
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "untracked_allocations",
+                COUNTERS
+                    .untracked_allocations
+                    .load(Ordering::Relaxed)
+                    .to_string(),
             ),
         ],
         true,

@@ -48,10 +48,14 @@ fn admit(kind: MemoryKind, bytes: usize, hook: &'static str) -> Admission {
 #[inline]
 fn record(kind: MemoryKind, address: u64, bytes: usize) {
     let _ = catch_unwind(|| {
-        // An address the table could not hold is still charged now; its free
-        // is then counted as untracked.
-        let _ = LIVE_ALLOCATIONS.insert(address, bytes as u64, kind);
-        guard_link::allocated(kind, bytes as u64);
+        // Charged only when its free can be charged back: an address the
+        // table cannot hold is counted as untracked instead, so the live
+        // total never drifts upwards.
+        if LIVE_ALLOCATIONS.insert(address, bytes as u64, kind) {
+            guard_link::allocated(kind, bytes as u64);
+        } else {
+            guard_link::untracked_allocation();
+        }
     });
 }
 
