@@ -9,7 +9,8 @@
  *   - device memory accounting against a total (FAKE_CUDA_TOTAL_MEM_MB,
  *     default 8192): addresses are handed out from a counter, no memory is
  *     touched; over the total the driver itself answers
- *     CUDA_ERROR_OUT_OF_MEMORY (2);
+ *     CUDA_ERROR_OUT_OF_MEMORY (2); a freed block's address is handed out
+ *     again for the next request of the same size, as the driver's pools do;
  *   - host functions run, in order, on a separate callback thread after
  *     FAKE_CUDA_HOSTFN_DELAY_MS (default 0); cuStreamSynchronize waits for
  *     them.
@@ -74,6 +75,13 @@ static unsigned long long total_bytes(void) {
     return m << 20;
 }
 
+/* Freed blocks, reused for a request of the same size (last freed first),
+ * the way the driver's stream-ordered pools hand addresses back out. */
+#define REUSE 256
+static CUdeviceptr reuse_addr[REUSE];
+static unsigned long long reuse_size[REUSE];
+static int reuse_n;
+
 static CUresult take(CUdeviceptr *out, size_t bytes) {
     if (out == NULL || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&lock);
@@ -81,8 +89,20 @@ static CUresult take(CUdeviceptr *out, size_t bytes) {
     int slot = -1;
     for (int i = 0; i < MAX_LIVE; i++) if (live_addr[i] == 0) { slot = i; break; }
     if (slot < 0) { pthread_mutex_unlock(&lock); return CUDA_ERROR_OUT_OF_MEMORY; }
-    CUdeviceptr a = next_address;
-    next_address += (bytes + 0xffff) & ~0xffffull;
+    CUdeviceptr a = 0;
+    for (int i = reuse_n - 1; i >= 0; i--) {
+        if (reuse_size[i] == bytes) {
+            a = reuse_addr[i];
+            reuse_addr[i] = reuse_addr[reuse_n - 1];
+            reuse_size[i] = reuse_size[reuse_n - 1];
+            reuse_n--;
+            break;
+        }
+    }
+    if (a == 0) {
+        a = next_address;
+        next_address += (bytes + 0xffff) & ~0xffffull;
+    }
     live_addr[slot] = a;
     live_size[slot] = bytes;
     live_bytes += bytes;
@@ -96,6 +116,11 @@ static CUresult give_back(CUdeviceptr a) {
     for (int i = 0; i < MAX_LIVE; i++) {
         if (live_addr[i] == a && a != 0) {
             live_bytes -= live_size[i];
+            if (reuse_n < REUSE) {
+                reuse_addr[reuse_n] = a;
+                reuse_size[reuse_n] = live_size[i];
+                reuse_n++;
+            }
             live_addr[i] = 0;
             pthread_mutex_unlock(&lock);
             return CUDA_SUCCESS;
