@@ -125,8 +125,8 @@ pub unsafe extern "C" fn launch_host_func<const V: usize>(
         return unsafe { real(stream, func, user_data) };
     };
     let slot = &SLOTS[index];
-    slot.func.store(f as usize, Ordering::Relaxed);
-    slot.data.store(user_data as usize, Ordering::Relaxed);
+    slot.func.store(f as usize, Ordering::Release);
+    slot.data.store(user_data as usize, Ordering::Release);
     HOST_FNS_QUEUED.fetch_add(1, Ordering::AcqRel);
     guard_link::commit_queued();
     // SAFETY: the trampoline has the CUhostFn signature and finds the

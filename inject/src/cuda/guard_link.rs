@@ -77,18 +77,20 @@ static COUNTERS: CudaCounters = CudaCounters {
 
 /// `METALGUARD_CUDA=off`: hand every driver function back unwrapped (the
 /// guard itself, with `METALGUARD_DISABLED=1`, switches off every backend).
+/// The switch is read once; whether the guard exists is asked each time, so
+/// a lookup before the constructor ran does not switch the backend off.
 pub fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let off = matches!(
+    static SWITCHED_OFF: OnceLock<bool> = OnceLock::new();
+    let off = *SWITCHED_OFF.get_or_init(|| {
+        matches!(
             std::env::var("METALGUARD_CUDA")
                 .ok()
                 .as_deref()
                 .map(str::trim),
             Some("off" | "0" | "false" | "no")
-        );
-        !off && guard().is_some()
-    })
+        )
+    });
+    !off && guard().is_some()
 }
 
 /// Whether the device's memory has not been settled yet (cheap check on the
