@@ -239,7 +239,6 @@ fn wrap(hooked: Hooked, variant: usize, original: *mut c_void) -> Option<*mut c_
 }
 
 /// A getter answered `name` with `found`: what the caller gets instead.
-/// `source` is the getter slot index a wrapped `cuGetProcAddress` goes to.
 fn substitute(
     name: &[u8],
     found: *mut c_void,
