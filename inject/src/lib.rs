@@ -19,6 +19,8 @@ mod gate_source;
 mod guard;
 mod hook_table;
 mod hooks;
+#[cfg(test)]
+mod hot_path_allocations;
 #[cfg(target_os = "linux")]
 mod ld_preload;
 mod objc_runtime;

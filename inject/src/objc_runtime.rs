@@ -35,14 +35,16 @@ type ClassRespondsToSelector = unsafe extern "C" fn(Class, Sel) -> u8;
 
 /// The runtime functions the hooks use.
 pub struct ObjcRuntime {
-    pub object_get_class: ObjectGetClass,
+    /// Apple's runtime exports it (isa may be tagged or non-pointer there);
+    /// GCC's defines it inline in its header, as a read of the first word.
+    object_get_class: Option<ObjectGetClass>,
     sel_register_name: SelRegisterName,
     class_get_method_implementation: ClassGetMethodImplementation,
     class_get_instance_method: ClassGetInstanceMethod,
     class_add_method: ClassAddMethod,
     method_set_implementation: MethodSetImplementation,
     method_get_type_encoding: MethodGetTypeEncoding,
-    pub class_get_superclass: ClassGetSuperclass,
+    class_get_superclass: ClassGetSuperclass,
     class_get_name: ClassGetName,
     class_responds_to_selector: ClassRespondsToSelector,
 }
@@ -69,7 +71,10 @@ macro_rules! resolve {
 impl ObjcRuntime {
     fn resolve() -> Option<ObjcRuntime> {
         Some(ObjcRuntime {
-            object_get_class: resolve!(c"object_getClass", ObjectGetClass),
+            object_get_class: lookup(c"object_getClass").map(|p| {
+                // SAFETY: `object_getClass` has the C signature `Class (id)`.
+                unsafe { std::mem::transmute::<*mut c_void, ObjectGetClass>(p) }
+            }),
             sel_register_name: resolve!(c"sel_registerName", SelRegisterName),
             class_get_method_implementation: resolve!(
                 c"class_getMethodImplementation",
@@ -108,9 +113,15 @@ impl ObjcRuntime {
         if obj.is_null() {
             return std::ptr::null_mut();
         }
-        // SAFETY: `obj` is a live object handed to us by the runtime or the
-        // driver (the caller's invariant); object_getClass reads its isa.
-        unsafe { (self.object_get_class)(obj) }
+        match self.object_get_class {
+            // SAFETY: `obj` is a live object handed to us by the runtime or
+            // the driver (the caller's invariant).
+            Some(f) => unsafe { f(obj) },
+            // SAFETY: GCC's libobjc: an object's first word is its class
+            // pointer (`struct objc_object { Class class_pointer; }`), which
+            // is exactly what its inline `object_getClass` returns.
+            None => unsafe { *(obj as *const Class) },
+        }
     }
 
     pub fn sel(&self, name: &CStr) -> Sel {
