@@ -267,9 +267,41 @@ fn eight_racing_cadence_checks_admit_exactly_one_twenty_times() {
 fn eight_racing_lock_runs_admit_exactly_one_twenty_times() {
     for round in 0..20 {
         let home = tempfile::tempdir().unwrap();
-        // The holder keeps the lock long enough for every racer to try.
-        let outs = race(home.path(), 8, &["lock", "run", "race", "--", "sleep", "1"]);
-        let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+        // The holder keeps the lock until the test says so, after every
+        // other racer has given up: no timing assumption at all.
+        let go = home.path().join("go");
+        let script = format!("while [ ! -e '{}' ]; do sleep 0.02; done", go.display());
+        let mut children: Vec<_> = (0..8)
+            .map(|_| {
+                mg(home.path())
+                    .args(["lock", "run", "race", "--", "sh", "-c", &script])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut codes: Vec<Option<i32>> = vec![None; 8];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while codes.iter().filter(|c| c.is_some()).count() < 7
+            && std::time::Instant::now() < deadline
+        {
+            for (c, child) in codes.iter_mut().zip(children.iter_mut()) {
+                if c.is_none() {
+                    if let Some(st) = child.try_wait().unwrap() {
+                        *c = st.code();
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::write(&go, b"").unwrap();
+        for (c, child) in codes.iter_mut().zip(children.iter_mut()) {
+            if c.is_none() {
+                *c = child.wait().unwrap().code();
+            }
+        }
+        let codes: Vec<i32> = codes.into_iter().map(|c| c.unwrap()).collect();
         assert_eq!(
             codes.iter().filter(|&&c| c == 0).count(),
             1,
