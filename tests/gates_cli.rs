@@ -180,21 +180,45 @@ fn non_iogpu_panics_an_hour_ago_proceed() {
 
 #[test]
 fn unreadable_report_folder_fails_the_gate_with_3() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return; // root lists any folder
-    }
-    use std::os::unix::fs::PermissionsExt;
     let home = tempfile::tempdir().unwrap();
-    let reports = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // A folder that cannot be listed by anyone, root included: a symlink loop.
+    let looped = scratch.path().join("DiagnosticReports");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
     let out = mg(home.path())
         .args(["panic-gate", "--reports"])
-        .arg(reports.path())
+        .arg(&looped)
         .output()
         .unwrap();
-    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list panic reports"));
+    let out = mg(home.path())
+        .args(["panic-gate", "--json", "--reports"])
+        .arg(&looped)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 3);
+    // A folder without read permission (meaningful when not root).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let locked = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+        let out = mg(home.path())
+            .args(["panic-gate", "--reports"])
+            .arg(locked.path())
+            .output()
+            .unwrap();
+        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+    }
 }
 
 fn race(home: &Path, n: usize, args: &[&str]) -> Vec<Output> {
@@ -243,9 +267,41 @@ fn eight_racing_cadence_checks_admit_exactly_one_twenty_times() {
 fn eight_racing_lock_runs_admit_exactly_one_twenty_times() {
     for round in 0..20 {
         let home = tempfile::tempdir().unwrap();
-        // The holder keeps the lock long enough for every racer to try.
-        let outs = race(home.path(), 8, &["lock", "run", "race", "--", "sleep", "1"]);
-        let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+        // The holder keeps the lock until the test says so, after every
+        // other racer has given up: no timing assumption at all.
+        let go = home.path().join("go");
+        let script = format!("while [ ! -e '{}' ]; do sleep 0.02; done", go.display());
+        let mut children: Vec<_> = (0..8)
+            .map(|_| {
+                mg(home.path())
+                    .args(["lock", "run", "race", "--", "sh", "-c", &script])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut codes: Vec<Option<i32>> = vec![None; 8];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while codes.iter().filter(|c| c.is_some()).count() < 7
+            && std::time::Instant::now() < deadline
+        {
+            for (c, child) in codes.iter_mut().zip(children.iter_mut()) {
+                if c.is_none() {
+                    if let Some(st) = child.try_wait().unwrap() {
+                        *c = st.code();
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::write(&go, b"").unwrap();
+        for (c, child) in codes.iter_mut().zip(children.iter_mut()) {
+            if c.is_none() {
+                *c = child.wait().unwrap().code();
+            }
+        }
+        let codes: Vec<i32> = codes.into_iter().map(|c| c.unwrap()).collect();
         assert_eq!(
             codes.iter().filter(|&&c| c == 0).count(),
             1,
@@ -304,16 +360,21 @@ fn lock_release_force_stops_a_live_holder_and_a_crash_frees_the_lock() {
         .args(["lock", "run", "crash", "--", "sleep", "30"])
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if record.exists() {
+    // Wait until the record names the child: under load the record can exist
+    // a moment before `child_pid` is filled in.
+    let mut pid: i64 = 0;
+    for _ in 0..500 {
+        pid = std::fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["child_pid"].as_i64())
+            .unwrap_or(0);
+        if pid > 0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let pid: i64 = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&record).unwrap())
-        .unwrap()["child_pid"]
-        .as_i64()
-        .unwrap_or(0);
+    assert!(pid > 0, "the lock record never named the child");
     holder.kill().unwrap();
     holder.wait().unwrap();
     // The child (sleep) still holds the inherited lock: kill it too, as a crash would.
@@ -331,5 +392,245 @@ fn lock_release_force_stops_a_live_holder_and_a_crash_frees_the_lock() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn status_agrees_with_panic_gate_and_postmortem_sets_the_sentinel() {
+    let home = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let hour_ago = OffsetDateTime::now_utc() - Duration::hours(1);
+    ips_at(
+        "62-ips-reconstructed-iogpu-pendingmemoryset-219-omlx1265-martinfjant.ips",
+        reports.path(),
+        hour_ago,
+    );
+    let status = mg(home.path())
+        .args(["status", "--json", "--reports"])
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    let snap: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status.status.code(), Some(2));
+    assert_eq!(snap["schema_version"], "2.0");
+    assert!(snap["captured_at"].is_string());
+    assert_eq!(snap["verdict"]["kind"], "cooldown");
+    let (code, gate) = gate_json(home.path(), reports.path());
+    assert_eq!(code, 2);
+    // The same verdict (the reason's "N min ago" may tick between the two calls).
+    for key in [
+        "kind",
+        "exit_code",
+        "cooldown_until",
+        "recent_panics_24h",
+        "recent_panics_72h",
+        "latest_panic",
+    ] {
+        assert_eq!(gate[key], snap["verdict"][key], "{key}");
+    }
+
+    // A fresh HOME: the postmortem finds the panic and writes the sentinel,
+    // which then holds the gate even with no reports at all.
+    let home = tempfile::tempdir().unwrap();
+    let bundle = home.path().join("bundle");
+    let out = mg(home.path())
+        .arg("postmortem")
+        .arg(&bundle)
+        .arg("--reports")
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "index.md",
+        "status.json",
+        "hardware.json",
+        "breadcrumbs-tail.log",
+        "panics.jsonl",
+        "reports.json",
+    ] {
+        assert!(bundle.join(f).is_file(), "{f}");
+    }
+    assert_eq!(
+        std::fs::read_dir(bundle.join("reports")).unwrap().count(),
+        1
+    );
+    let index = std::fs::read_to_string(bundle.join("index.md")).unwrap();
+    assert!(
+        index.contains("pending_memory_set") && index.contains("Feedback Assistant"),
+        "{index}"
+    );
+    assert!(home
+        .path()
+        .join(".cache/metal-guard/panic-sentinel.json")
+        .is_file());
+    // Remove the ledger too: only the sentinel is left to hold the cooldown.
+    std::fs::remove_file(home.path().join(".cache/metal-guard/panics.jsonl")).ok();
+    let (code, v) = gate_json(home.path(), empty.path());
+    assert_eq!(code, 2, "{v:#}");
+    assert!(v["reason"].as_str().unwrap().contains("sentinel"));
+    // The switch turns postmortem off.
+    let off = mg(home.path())
+        .env("METALGUARD_POSTMORTEM_DISABLED", "1")
+        .arg("postmortem")
+        .arg(home.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(off.status.code(), Some(0));
+    assert!(!home.path().join("other").exists());
+}
+
+#[test]
+fn ack_clears_a_lockout_from_two_reports() {
+    let home = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    ips_at(
+        "64-ips-reconstructed-iogpu-completememory-550-mlx3186-ronm92130.ips",
+        reports.path(),
+        now - Duration::hours(5),
+    );
+    ips_at(
+        "62-ips-reconstructed-iogpu-pendingmemoryset-219-omlx1265-martinfjant.ips",
+        reports.path(),
+        now - Duration::hours(3),
+    );
+    let (code, v) = gate_json(home.path(), reports.path());
+    assert_eq!((code, v["kind"].as_str()), (2, Some("lockout")), "{v:#}");
+    let ack = mg(home.path())
+        .arg("ack")
+        .env("METALGUARD_PANIC_REPORT_DIRS", reports.path())
+        .output()
+        .unwrap();
+    assert_eq!(ack.status.code(), Some(0));
+    let (code, v) = gate_json(home.path(), reports.path());
+    assert_eq!(code, 0, "{v:#}");
+    assert!(v["acknowledged_at"].is_string());
+}
+
+#[test]
+fn orphan_scan_finds_an_unfinished_section() {
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("bc.log");
+    let old = (OffsetDateTime::now_utc() - Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    std::fs::write(
+        &log,
+        format!("[{old}] SUBPROC_PRE: mlx-community/a | pid=7\n[{old}] SUBPROC_PRE: mlx-community/b\n[{old}] SUBPROC_POST: mlx-community/b\n"),
+    )
+    .unwrap();
+    let out = mg(home.path())
+        .env("METALGUARD_BREADCRUMB_PATH", &log)
+        .args(["orphan-scan", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["threshold_sec"], 90.0);
+    assert_eq!(v["orphans"][0]["model_id"], "mlx-community/a");
+    assert_eq!(v["orphans"][0]["pid"], 7);
+    assert!(v["orphans"][0]["age_sec"].as_f64().unwrap() >= 600.0);
+    let out = mg(home.path())
+        .env("METALGUARD_BREADCRUMB_PATH", &log)
+        .args(["orphan-scan", "--threshold-sec", "3600"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn guard_uninstall_refuses_a_block_without_end_marker() {
+    let home = tempfile::tempdir().unwrap();
+    let rc = home.path().join(".bashrc");
+    let text = "export A=1\n# >>> metal-guard >>>\nsource \"x\"\nmy own line\n";
+    std::fs::write(&rc, text).unwrap();
+    let out = mg(home.path())
+        .args(["guard", "uninstall", "--shell", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("my own line") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&rc).unwrap(), text);
+}
+
+#[test]
+fn status_write_daemon_stops_cleanly_on_sigterm() {
+    let home = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let mut child = mg(home.path())
+        .args(["status-write", "--interval", "1", "--reports"])
+        .arg(empty.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = home.path().join(".cache/metal-guard/status.json");
+    for _ in 0..100 {
+        if out.is_file() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["schema_version"], "2.0");
+    let once = mg(home.path())
+        .args(["status-write", "--once", "--reports"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(once.status.code(), Some(0));
+}
+
+#[test]
+fn lock_run_passes_the_exit_code_through() {
+    let home = tempfile::tempdir().unwrap();
+    let out = mg(home.path())
+        .args(["lock", "run", "x", "--", "sh", "-c", "exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let out = mg(home.path())
+        .args(["lock", "run", "x", "--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(!home
+        .path()
+        .join(".metal-guard/locks/mlx_exclusive.lock")
+        .exists());
+    // MLX_LOCK_PATH moves the record.
+    let custom = home.path().join("elsewhere").join("mlx.lock");
+    let out = mg(home.path())
+        .env("MLX_LOCK_PATH", &custom)
+        .args([
+            "lock",
+            "run",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "test -f \"$0\"",
+            custom.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the record exists while the command runs"
     );
 }
