@@ -242,6 +242,29 @@ fn running_as_root() -> bool {
 }
 
 #[test]
+fn file_names_that_are_not_utf8_still_give_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let home = open_tempdir();
+    let reports = open_tempdir();
+    let name = std::ffi::OsStr::from_bytes(b"panic-full-\xff\xfe.panic");
+    fs::write(
+        reports.path().join(name),
+        fixture("22-iogpu-pendingmemoryset-219-omlx1265-martinfjant.txt"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(metal_guard(home.path())
+        .args(["diagnose", "--json", "--reports"])
+        .arg(reports.path()));
+    assert_eq!(code, 0, "{stderr}");
+    let v = json(&stdout);
+    assert_eq!(v["reports"][0]["signature"], "pending_memory_set");
+    assert!(v["reports"][0]["file"]
+        .as_str()
+        .unwrap()
+        .contains("panic-full-\u{fffd}"));
+}
+
+#[test]
 fn since_keeps_only_the_window() {
     let home = open_tempdir();
     let reports = open_tempdir();

@@ -25,6 +25,7 @@ const BINARY_PROBE_BYTES: usize = 8192;
 /// A file or folder that was not read, and why (one line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkippedFile {
+    #[serde(serialize_with = "super::path_lossy")]
     pub path: PathBuf,
     pub reason: String,
 }
