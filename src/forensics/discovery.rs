@@ -13,9 +13,10 @@ use time::{Duration, OffsetDateTime};
 
 /// Colon-separated folders that replace the macOS default places.
 pub const REPORT_DIRS_ENV: &str = "METALGUARD_PANIC_REPORT_DIRS";
-/// Most bytes read from one report. Panic text sits at the start of the file;
-/// a longer file is read this far and the rest ignored.
-pub const READ_CAP_BYTES: u64 = 4 * 1024 * 1024;
+/// Most bytes read from one report. The panic text sits at the start of the
+/// file (in `.ips`, `panicString` comes before the stackshot and image
+/// lists); a longer file is read this far and the rest ignored.
+pub const READ_CAP_BYTES: u64 = 1024 * 1024;
 /// Files larger than this are not panic reports (Apple's are well under
 /// 10 MB); they are skipped without being read.
 pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
@@ -203,7 +204,9 @@ pub fn read_report_text(candidate: &Candidate) -> Result<String, String> {
     if is_binary(&bytes) {
         return Err("binary file, not a text or JSON panic report".to_string());
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    // Valid UTF-8 (the usual case) is taken as is, without a copy.
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// NUL bytes never occur in a text or JSON report.
