@@ -168,6 +168,12 @@ fn bad_inputs_are_skipped_with_one_line_each() {
     drop(huge);
     symlink("loop.panic", dir.join("loop.panic")).unwrap();
     symlink(dir.join("nowhere"), dir.join("dangling.panic")).unwrap();
+    // A named pipe would block a reader forever.
+    let mkfifo = Command::new("mkfifo")
+        .arg(dir.join("pipe.panic"))
+        .status()
+        .unwrap();
+    assert!(mkfifo.success());
     // App crash reports are not opened at all (picked out by name).
     fs::write(
         dir.join("Python-2026-04-24-000000.ips"),
@@ -212,6 +218,7 @@ fn bad_inputs_are_skipped_with_one_line_each() {
         ("huge.panic", "too large"),
         ("loop.panic", "symlink loop"),
         ("dangling.panic", "does not exist"),
+        ("pipe.panic", "not a regular file"),
         ("locked", "permission denied"),
         ("does-not-exist", "does not exist"),
     ];

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -193,7 +194,16 @@ pub fn list_candidates(
 /// Reads at most [`READ_CAP_BYTES`] of a candidate as text. Binary content
 /// (NUL bytes near the start) is refused with a one-line reason.
 pub fn read_report_text(candidate: &Candidate) -> Result<String, String> {
-    let file = fs::File::open(&candidate.path).map_err(|e| describe_io_error(&e))?;
+    // O_NONBLOCK: if the file was swapped for a pipe since it was listed,
+    // opening it must not wait for a writer (regular files ignore the flag).
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&candidate.path)
+        .map_err(|e| describe_io_error(&e))?;
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err("not a regular file (device, socket or pipe)".to_string());
+    }
     let mut bytes = Vec::with_capacity(candidate.len.min(READ_CAP_BYTES) as usize);
     file.take(READ_CAP_BYTES)
         .read_to_end(&mut bytes)
