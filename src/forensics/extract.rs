@@ -72,6 +72,7 @@ pub fn extract(
 
     let machine = body
         .and_then(|b| b.product.clone())
+        .filter(|p| is_model_identifier(p))
         .or_else(|| fields.get("System model name:"))
         .or_else(|| fields.get("Hardware Model:"))
         .or_else(|| kernel_version.as_deref().and_then(soc_from_kernel))
@@ -191,6 +192,21 @@ fn is_build_number(value: &str) -> bool {
         && v.starts_with(|c: char| c.is_ascii_digit())
         && v.chars().all(|c| c.is_ascii_alphanumeric())
         && v.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// `Mac14,9`, `MacBookPro18,2`: letters, digits, a comma, digits. Redacted
+/// values (`MacXX,X`) are not model identifiers.
+fn is_model_identifier(value: &str) -> bool {
+    let Some((name, minor)) = value.split_once(',') else {
+        return false;
+    };
+    let letters = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let major = &name[letters.len()..];
+    !letters.is_empty()
+        && letters.chars().all(|c| c.is_ascii_alphabetic())
+        && !major.is_empty()
+        && !minor.is_empty()
+        && minor.chars().all(|c| c.is_ascii_digit())
 }
 
 /// `...RELEASE_ARM64_T6041` -> `T6041`; `RELEASE_X86_64` -> `x86_64`.
@@ -339,6 +355,16 @@ fn panicked_process(fields: &TextFields<'_>) -> (Option<String>, Option<u32>) {
 mod tests {
     use super::super::report_format::decode;
     use super::*;
+
+    #[test]
+    fn model_identifiers() {
+        for yes in ["Mac14,9", "MacBookPro18,2", "Mac16,5"] {
+            assert!(is_model_identifier(yes), "{yes}");
+        }
+        for no in ["MacXX,X", "Mac14", ",9", "Mac,9", "Mac14,", "Mac14,9a"] {
+            assert!(!is_model_identifier(no), "{no}");
+        }
+    }
 
     #[test]
     fn quick_filter_admits_every_key() {

@@ -119,23 +119,13 @@ pub fn decode(text: &str) -> DecodedReport {
 
     let mut header: Option<IpsHeader> = None;
     let mut body: Option<IpsBody> = None;
-    let mut absorb = |object: IpsObject| {
-        if object.has_panic_text() {
-            if body.is_none() {
-                body = Some(object.into_body());
-            }
-        } else if header.is_none() && object.bug_type.is_some() {
-            header = Some(object.into_header());
-        }
-    };
-
     // Header lines: a complete JSON object on one line (it may repeat).
     let mut rest = trimmed;
     while rest.starts_with('{') {
         let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
         match serde_json::from_str::<IpsObject>(line) {
             Ok(object) => {
-                absorb(object);
+                absorb(object, &mut header, &mut body);
                 rest = after.trim_start();
             }
             // Not complete on one line: the (pretty-printed) body starts here.
@@ -156,7 +146,13 @@ pub fn decode(text: &str) -> DecodedReport {
             Err(e) if e.to_string().starts_with(STOP_AFTER_PANIC_TEXT) => {}
             Err(_) => broken = true,
         }
-        absorb(object);
+        if !object.has_panic_text() && object.has_body_fields() && body.is_none() {
+            // Broken before (or inside) the panic text: keep the fields
+            // read so far; the panic text comes from the raw-text fallback.
+            body = Some(object.into_body());
+        } else {
+            absorb(object, &mut header, &mut body);
+        }
     }
 
     let body_text = body.as_ref().and_then(|b| {
@@ -187,6 +183,18 @@ pub fn decode(text: &str) -> DecodedReport {
             body,
             panic_text: normalize_line_endings(&undo_json_escapes(trimmed)),
         },
+    }
+}
+
+/// Files a complete top-level object as the body (it has a panic text) or
+/// the header (it has a `bug_type`); the first of each wins.
+fn absorb(object: IpsObject, header: &mut Option<IpsHeader>, body: &mut Option<IpsBody>) {
+    if object.has_panic_text() {
+        if body.is_none() {
+            *body = Some(object.into_body());
+        }
+    } else if header.is_none() && object.bug_type.is_some() {
+        *header = Some(object.into_header());
     }
 }
 
@@ -227,6 +235,13 @@ fn undo_json_escapes(raw: &str) -> String {
 impl IpsObject {
     fn has_panic_text(&self) -> bool {
         self.panic_string.is_some() || self.macos_panic_string.is_some()
+    }
+
+    fn has_body_fields(&self) -> bool {
+        self.date.is_some()
+            || self.kernel.is_some()
+            || self.build.is_some()
+            || self.product.is_some()
     }
 
     fn into_body(self) -> IpsBody {
