@@ -33,7 +33,6 @@ pub fn init(config: GuardConfig) -> &'static Guard {
 /// Counters for the summary line and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub allocations: AtomicU64,
     pub refusals: AtomicU64,
     pub retained_upgrades: AtomicU64,
     pub commits_tracked: AtomicU64,
@@ -223,8 +222,7 @@ impl Guard {
     /// Bookkeeping after the driver returned a buffer.
     #[inline]
     pub fn after_allocation(&self, bytes: u64) {
-        self.stats.allocations.fetch_add(1, Relaxed);
-        self.ledger.record_allocation(bytes, self.now_ns());
+        self.ledger.record_allocation(bytes);
     }
 
     /// A buffer of `bytes` is being freed (its `dealloc`).
@@ -453,6 +451,7 @@ impl Guard {
     /// sections once their bursts have gone quiet.
     pub fn tick(&self) {
         let now = self.now_ns();
+        self.ledger.sample_rate(now);
         let quiet = self.config.burst.quiet_ns;
         let ended = |d: &BurstDetector| {
             d.last_event_ns()
@@ -494,7 +493,8 @@ impl Guard {
             "GUARD_SUMMARY",
             self.mode_name(),
             &[
-                ("allocations", v(&s.allocations)),
+                ("allocations", l.total_allocations.to_string()),
+                ("frees", l.total_frees.to_string()),
                 ("refusals", v(&s.refusals)),
                 ("retained_upgrades", v(&s.retained_upgrades)),
                 ("commits", v(&s.commits_tracked)),
@@ -509,6 +509,7 @@ impl Guard {
                 ("waits", v(&s.waits)),
                 ("peak_bytes", l.peak_bytes.to_string()),
                 ("largest", l.largest.to_string()),
+                ("allocations_per_sec", l.allocations_per_sec.to_string()),
                 ("live_bytes", l.live_bytes.to_string()),
                 ("in_flight", self.watermark.in_flight().to_string()),
             ],
