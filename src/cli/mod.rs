@@ -6,6 +6,18 @@ mod report_text;
 mod wizard;
 
 use clap::{Parser, Subcommand};
+
+pub mod ack;
+pub mod breaker;
+pub mod cadence;
+pub mod guard;
+pub mod lock;
+pub mod models;
+pub mod orphan_scan;
+pub mod panic_gate;
+pub mod postmortem;
+pub mod status;
+pub mod status_write;
 use std::process::ExitCode;
 
 /// Exit codes shared by every subcommand (documented in `--help` and the README).
@@ -40,6 +52,28 @@ pub struct Cli {
 pub enum Command {
     /// Find and explain the kernel panics on this Mac (which ones Apple's GPU driver caused).
     Diagnose(diagnose::Args),
+    /// The cooldown verdict: exit 0 proceed, 2 cooldown or lockout, 3 the gate failed.
+    PanicGate(panic_gate::Args),
+    /// Acknowledge a lockout (valid 24 h; the 2 h cooldown after a panic still applies).
+    Ack(ack::Args),
+    /// The circuit breaker: status (exit 2 when tripped) or clear.
+    Breaker(breaker::Args),
+    /// Check-and-mark a model load across processes: exit 0 clear (marked), 2 too soon.
+    Cadence(cadence::Args),
+    /// The MLX process lock: status, run LABEL -- CMD..., release [--force].
+    Lock(lock::Args),
+    /// Known panic models and version advisories (exit 2 for a panic-tier model).
+    Models(models::Args),
+    /// Everything at once; exit code follows the verdict.
+    Status(status::Args),
+    /// Keep ~/.cache/metal-guard/status.json current (--once, or --interval N as a daemon).
+    StatusWrite(status_write::Args),
+    /// Unfinished GPU sections in the breadcrumb log (exit 1 when found).
+    OrphanScan(orphan_scan::Args),
+    /// The reversible shell guard: install, uninstall, status.
+    Guard(guard::Args),
+    /// Collect the diagnostic bundle after a panic (sets the panic sentinel when it finds one).
+    Postmortem(postmortem::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -57,5 +91,16 @@ pub fn run() -> ExitCode {
     match cli.command {
         None => wizard::run(),
         Some(Command::Diagnose(args)) => diagnose::run(args),
+        Some(Command::PanicGate(a)) => panic_gate::run(a),
+        Some(Command::Ack(a)) => ack::run(a),
+        Some(Command::Breaker(a)) => breaker::run(a),
+        Some(Command::Cadence(a)) => cadence::run(a),
+        Some(Command::Lock(a)) => lock::run(a),
+        Some(Command::Models(a)) => models::run(a),
+        Some(Command::Status(a)) => status::run(a),
+        Some(Command::StatusWrite(a)) => status_write::run(a),
+        Some(Command::OrphanScan(a)) => orphan_scan::run(a),
+        Some(Command::Guard(a)) => guard::run(a),
+        Some(Command::Postmortem(a)) => postmortem::run(a),
     }
 }
