@@ -34,7 +34,14 @@ fn our_binary() -> Result<PathBuf, String> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         eprintln!("building {} ...", bin.display());
         let st = Command::new(cargo)
-            .args(["build", "--release", "-p", "metal-guard", "--bin", "metal-guard"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "metal-guard",
+                "--bin",
+                "metal-guard",
+            ])
             .current_dir(workspace())
             .status()
             .map_err(|e| format!("cannot run cargo ({e})"))?;
@@ -54,9 +61,19 @@ fn python_tool() -> Result<PathBuf, String> {
     }
     let python = ["python3", "python"]
         .into_iter()
-        .find(|p| Command::new(p).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
+        .find(|p| {
+            Command::new(p)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
         .ok_or("no python3 on PATH")?;
-    eprintln!("creating {} and installing {PYTHON_PACKAGE} ...", venv.display());
+    eprintln!(
+        "creating {} and installing {PYTHON_PACKAGE} ...",
+        venv.display()
+    );
     let st = Command::new(python)
         .args(["-m", "venv"])
         .arg(&venv)
@@ -66,13 +83,21 @@ fn python_tool() -> Result<PathBuf, String> {
         return Err(format!("{python} -m venv {} failed", venv.display()));
     }
     let out = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", PYTHON_PACKAGE])
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PYTHON_PACKAGE,
+        ])
         .output()
         .map_err(|e| format!("cannot run pip ({e})"))?;
     if !out.status.success() || !cli.is_file() {
         return Err(format!(
             "pip install {PYTHON_PACKAGE} failed: {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("no output")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no output")
         ));
     }
     Ok(cli)
@@ -97,22 +122,39 @@ fn make_home() -> tempfile::TempDir {
         hour_ago.second()
     );
     let Ok(entries) = std::fs::read_dir(&fixtures) else {
-        eprintln!("note: {} not found; timing an empty report folder", fixtures.display());
+        eprintln!(
+            "note: {} not found; timing an empty report folder",
+            fixtures.display()
+        );
         return home;
     };
     for (i, e) in entries.filter_map(|e| e.ok()).enumerate() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
         if name.ends_with(".ips") {
             let header: serde_json::Value = match text.lines().next().map(serde_json::from_str) {
                 Some(Ok(v)) => v,
                 _ => continue,
             };
             let old = header["timestamp"].as_str().unwrap_or("").to_string();
-            let text = if old.is_empty() { text } else { text.replace(&old, &stamp) };
-            std::fs::write(reports.join(format!("Kernel-2026-01-01-0000{i:02}.ips")), text).unwrap();
+            let text = if old.is_empty() {
+                text
+            } else {
+                text.replace(&old, &stamp)
+            };
+            std::fs::write(
+                reports.join(format!("Kernel-2026-01-01-0000{i:02}.ips")),
+                text,
+            )
+            .unwrap();
         } else if name.ends_with(".txt") {
-            std::fs::write(reports.join(format!("panic-full-2026-01-01-0000{i:02}.panic")), text).unwrap();
+            std::fs::write(
+                reports.join(format!("panic-full-2026-01-01-0000{i:02}.panic")),
+                text,
+            )
+            .unwrap();
         }
     }
     home
