@@ -12,6 +12,7 @@ pub mod forensics;
 pub mod gates;
 pub mod hardware;
 pub mod iogpu_kext;
+pub mod launch_gate;
 pub mod paths;
 pub mod process_footprint;
 pub mod registry;

@@ -501,5 +501,11 @@ fn check_signature(image: &MachO<'_>, problems: &mut Vec<Problem>) -> String {
             )));
             String::new()
         }
+        // Only `code_signature_without_page_hashes` produces this; the checker
+        // reads with `code_signature`, which always hashes.
+        HashCheck::Skipped => {
+            problems.push(Problem("page hashes were not verified".to_string()));
+            String::new()
+        }
     }
 }

@@ -3,9 +3,17 @@
 
 mod diagnose;
 mod report_text;
+mod run;
 mod wizard;
 
 use clap::{Parser, Subcommand};
+
+pub mod ack;
+pub mod breaker;
+pub mod cadence;
+pub mod lock;
+pub mod models;
+pub mod panic_gate;
 use std::process::ExitCode;
 
 /// Exit codes shared by every subcommand (documented in `--help` and the README).
@@ -40,6 +48,20 @@ pub struct Cli {
 pub enum Command {
     /// Find and explain the kernel panics on this Mac (which ones Apple's GPU driver caused).
     Diagnose(diagnose::Args),
+    /// Run a command with the GPU guard injected and the cooldown gate checked (`mlx-safe-python` for any program).
+    Run(run::Args),
+    /// The cooldown verdict: exit 0 proceed, 2 cooldown or lockout, 3 the gate failed.
+    PanicGate(panic_gate::Args),
+    /// Acknowledge a lockout (valid 24 h; the 2 h cooldown after a panic still applies).
+    Ack(ack::Args),
+    /// The circuit breaker: status (exit 2 when tripped) or clear.
+    Breaker(breaker::Args),
+    /// Check-and-mark a model load across processes: exit 0 clear (marked), 2 too soon.
+    Cadence(cadence::Args),
+    /// The MLX process lock: status, run LABEL -- CMD..., release [--force].
+    Lock(lock::Args),
+    /// Known panic models and version advisories (exit 2 for a panic-tier model).
+    Models(models::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -57,5 +79,12 @@ pub fn run() -> ExitCode {
     match cli.command {
         None => wizard::run(),
         Some(Command::Diagnose(args)) => diagnose::run(args),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::PanicGate(a)) => panic_gate::run(a),
+        Some(Command::Ack(a)) => ack::run(a),
+        Some(Command::Breaker(a)) => breaker::run(a),
+        Some(Command::Cadence(a)) => cadence::run(a),
+        Some(Command::Lock(a)) => lock::run(a),
+        Some(Command::Models(a)) => models::run(a),
     }
 }
