@@ -304,16 +304,21 @@ fn lock_release_force_stops_a_live_holder_and_a_crash_frees_the_lock() {
         .args(["lock", "run", "crash", "--", "sleep", "30"])
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if record.exists() {
+    // Wait until the record names the child: under load the record can exist
+    // a moment before `child_pid` is filled in.
+    let mut pid: i64 = 0;
+    for _ in 0..500 {
+        pid = std::fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["child_pid"].as_i64())
+            .unwrap_or(0);
+        if pid > 0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let pid: i64 = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&record).unwrap())
-        .unwrap()["child_pid"]
-        .as_i64()
-        .unwrap_or(0);
+    assert!(pid > 0, "the lock record never named the child");
     holder.kill().unwrap();
     holder.wait().unwrap();
     // The child (sleep) still holds the inherited lock: kill it too, as a crash would.

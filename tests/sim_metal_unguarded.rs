@@ -221,7 +221,7 @@ fn each_guard_lever_by_hand_prevents_its_bug() {
         }),
         ("pause between loads", {
             let s = tempfile::tempdir().unwrap().keep();
-            WorkloadRun::new(Workload::LoadUnload, &s).arg("pause-ms", "40")
+            WorkloadRun::new(Workload::LoadUnload, &s).arg("pause-ms", "250")
         }),
         ("removals after completion", {
             let s = tempfile::tempdir().unwrap().keep();

@@ -251,10 +251,10 @@ static void touch(id buf) {
 /* Load a model, run a few decode steps, unload it, and load it again at once
  * (the oMLX back-to-back benchmark pattern). */
 static int workload_load_unload(void) {
-  unsigned long cycles = opt("cycles", 4);
+  unsigned long cycles = opt("cycles", 8);
   unsigned long nweights = opt("weights", 8);
   unsigned long weight_bytes = opt("weight-mb", 4) << 20;
-  unsigned long steps = opt("steps", 3);
+  unsigned long steps = opt("steps", 10);
   unsigned long pause_ms = opt("pause-ms", 0); /* what a cadence guard would impose */
   struct stream s;
   stream_init(&s);
@@ -385,7 +385,7 @@ static int workload_oversize_prefill(void) {
   stream_init(&s);
   id weights[2] = {mlx_malloc(2 << 20), mlx_malloc(2 << 20)};
   /* The other request's decode steps are queued on the GPU. */
-  for (unsigned long i = 0; i < opt("decode-steps", 8); i++) {
+  for (unsigned long i = 0; i < opt("decode-steps", 150); i++) {
     id temps[1] = {mlx_malloc(64 << 10)};
     stream_eval(&s, weights, 2, temps, 1);
   }
@@ -411,7 +411,7 @@ static int workload_oversize_prefill(void) {
 
 /* Queue work and leave: the process exits while the GPU still runs it. */
 static int workload_exit_inflight(void) {
-  unsigned long cbs = opt("command-buffers", 8);
+  unsigned long cbs = opt("command-buffers", 150);
   static struct stream s; /* never destroyed: exit does not wait */
   stream_init(&s);
   id weights[2] = {mlx_malloc(1 << 20), mlx_malloc(1 << 20)};
@@ -441,7 +441,7 @@ static int workload_steady(void) {
     stream_synchronize(&s);
     for (int i = 0; i < 4; i++) mlx_free(weights[i]);
     mlx_clear_cache();
-    usleep(opt("pause-ms", 100) * 1000);
+    usleep(opt("pause-ms", 250) * 1000);
   }
   stream_destroy(&s);
   printf("steady: %lu rounds\n", opt("rounds", 3));

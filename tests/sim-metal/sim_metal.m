@@ -63,7 +63,7 @@ static uint64_t env_u64(const char *name, uint64_t fallback) {
 
 static void load_config(void) {
   g_cfg.gpu_delay_ns = env_u64("SIM_METAL_GPU_DELAY_US", 2000) * 1000ull;
-  g_cfg.complete_lag_ns = env_u64("SIM_METAL_COMPLETE_LAG_US", 10000) * 1000ull;
+  g_cfg.complete_lag_ns = env_u64("SIM_METAL_COMPLETE_LAG_US", 100000) * 1000ull;
   g_cfg.working_set = env_u64("SIM_METAL_WORKING_SET_BYTES", 4ull << 30);
   g_cfg.max_buffer = env_u64("SIM_METAL_MAX_BUFFER_BYTES", g_cfg.working_set * 2);
   g_cfg.large_alloc = env_u64("SIM_METAL_LARGE_ALLOC_BYTES", 1ull << 20);
