@@ -316,15 +316,19 @@ impl Guard {
             .model_id
             .clone()
             .unwrap_or_else(|| "unknown".into());
-        self.sink.write_durable(
-            metal_guard::breadcrumbs::TAG_PRE,
-            "model_load",
-            &[
-                ("model", model.clone()),
-                ("live", self.ledger.live_bytes().to_string()),
-            ],
-        );
-        self.load_open.store(true, Relaxed);
+        // One PRE per open section: a load recognised while the previous
+        // one's section is still open (its burst never went quiet) is
+        // checked against the cadence but opens nothing new.
+        if !self.load_open.swap(true, Relaxed) {
+            self.sink.write_durable(
+                metal_guard::breadcrumbs::TAG_PRE,
+                "model_load",
+                &[
+                    ("model", model),
+                    ("live", self.ledger.live_bytes().to_string()),
+                ],
+            );
+        }
         let policy = self.config.cadence;
         let mut decision = decide(
             &policy,
@@ -481,6 +485,26 @@ impl Guard {
                 "model_unload",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
+        }
+    }
+
+    /// Closes the load/unload sections still open at exit, so a clean exit
+    /// never leaves a `SUBPROC_PRE` without its POST (which `orphan-scan`
+    /// would report as work stuck on the GPU).
+    pub fn close_sections_at_exit(&self) {
+        let live = self.ledger.live_bytes().to_string();
+        for (open, payload) in [
+            (&self.load_open, "model_load"),
+            (&self.unload_open, "model_unload"),
+        ] {
+            if open.swap(false, Relaxed) {
+                self.sink.write_now(
+                    metal_guard::breadcrumbs::TAG_POST,
+                    payload,
+                    &[("live", live.clone()), ("outcome", "process_exit".into())],
+                    self.acts(),
+                );
+            }
         }
     }
 

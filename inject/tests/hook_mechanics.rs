@@ -391,6 +391,23 @@ fn a_reload_right_after_an_unload_is_stalled() {
     assert_eq!(cadence[0].field("reason"), Some("after_unload"));
     assert!(!r.lines("SUBPROC_PRE", "model_load").is_empty());
     assert!(!r.lines("SUBPROC_PRE", "model_unload").is_empty());
+    // The last unload is still open when the process exits: closed at exit,
+    // so orphan-scan sees no section left in flight.
+    for payload in ["model_load", "model_unload"] {
+        assert_eq!(
+            r.lines("SUBPROC_PRE", payload).len(),
+            r.lines("SUBPROC_POST", payload).len(),
+            "{payload}: {:#?}",
+            r.breadcrumbs
+        );
+    }
+    assert_eq!(
+        r.lines("SUBPROC_POST", "model_unload")
+            .last()
+            .unwrap()
+            .field("outcome"),
+        Some("process_exit")
+    );
 
     let warn = run(
         "reload",
