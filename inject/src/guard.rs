@@ -7,7 +7,9 @@ use crate::command_buffer_table::CommandBufferTable;
 use crate::cross_process_cadence;
 use crate::depth;
 use crate::reaper::Reaper;
-use metal_guard::engine::cadence::{decide, BurstDetector, CadenceDecision, CadenceMode};
+use metal_guard::engine::cadence::{
+    decide, is_unload, BurstDetector, CadenceDecision, CadenceMode,
+};
 use metal_guard::engine::ceiling::{CeilingVerdict, SizeCeiling};
 use metal_guard::engine::commit_gate::CommitGate;
 use metal_guard::engine::config::{GuardConfig, Mode, TestFault};
@@ -43,6 +45,7 @@ pub struct Stats {
     pub cadence_stalls: AtomicU64,
     pub loads: AtomicU64,
     pub unloads: AtomicU64,
+    pub release_bursts: AtomicU64,
     pub hook_faults: AtomicU64,
     pub waits: AtomicU64,
 }
@@ -74,6 +77,13 @@ pub struct Guard {
     /// (allocations made before the stall would already sit on the memory
     /// whose late completion bookkeeping the stall waits out).
     reload_pending: AtomicBool,
+    /// Whether the process's first load has been recognised; later bursts
+    /// of allocations (a prefill, a KV cache growing) are not loads unless
+    /// they follow an unload.
+    first_load_done: AtomicBool,
+    /// Highest live bytes since the last unload decision: what an unload is
+    /// measured against.
+    live_high_water: AtomicU64,
     /// Cadence stalls in progress (the load section stays open meanwhile).
     stalling: AtomicU64,
     pub watermark: CommandBufferWatermark,
@@ -100,6 +110,8 @@ impl Guard {
             load_open: AtomicBool::new(false),
             unload_open: AtomicBool::new(false),
             reload_pending: AtomicBool::new(false),
+            first_load_done: AtomicBool::new(false),
+            live_high_water: AtomicU64::new(0),
             stalling: AtomicU64::new(0),
             watermark: CommandBufferWatermark::new(),
             commit_gate: CommitGate::new(),
@@ -203,17 +215,12 @@ impl Guard {
             let now = self.now_ns();
             let burst = self.load_bursts.record(&self.config.burst, bytes, now);
             if self.reload_pending.load(Relaxed) && self.reload_pending.swap(false, Relaxed) {
-                // First large allocation after an unload: a reload starts here.
+                // First large allocation after a burst of frees: if that
+                // burst gave back most of what was live, it was an unload and
+                // a reload starts here; otherwise it was a cache trim.
+                self.decide_reload(now);
+            } else if burst.is_some() && !self.first_load_done.load(Relaxed) {
                 self.on_load_start(now);
-            } else if let Some(burst) = burst {
-                // A burst after quiet; unless this burst already counted as a
-                // reload at its first allocation.
-                if self
-                    .since(&self.last_load, now)
-                    .is_none_or(|ago| ago > now - burst.started_ns)
-                {
-                    self.on_load_start(now);
-                }
             }
         }
         AllocDecision::Proceed
@@ -222,7 +229,38 @@ impl Guard {
     /// Bookkeeping after the driver returned a buffer.
     #[inline]
     pub fn after_allocation(&self, bytes: u64) {
-        self.ledger.record_allocation(bytes);
+        let live = self.ledger.record_allocation(bytes);
+        if live > self.live_high_water.load(Relaxed) {
+            self.live_high_water.fetch_max(live, Relaxed);
+        }
+    }
+
+    #[cold]
+    fn decide_reload(&self, now: u64) {
+        let live = self.ledger.live_bytes();
+        let before = self.live_high_water.swap(live, Relaxed);
+        if is_unload(before, live, self.config.unload_min_fraction) {
+            self.last_unload.fetch_max(
+                self.unload_bursts
+                    .last_event_ns()
+                    .unwrap_or(now)
+                    .saturating_add(1),
+                Relaxed,
+            );
+            self.stats.unloads.fetch_add(1, Relaxed);
+            self.sink.post(
+                Event::new("GUARD_CADENCE", "unload_confirmed")
+                    .with("live_before", before)
+                    .with("live", live),
+            );
+            self.on_load_start(now);
+        } else {
+            self.sink.post(
+                Event::new("GUARD_CADENCE", "release_was_not_an_unload")
+                    .with("live_before", before)
+                    .with("live", live),
+            );
+        }
     }
 
     /// A buffer of `bytes` is being freed (its `dealloc`).
@@ -241,7 +279,7 @@ impl Guard {
                 .record(&self.config.burst, bytes, now)
                 .is_some()
             {
-                self.on_unload_start(now);
+                self.on_release_burst(now);
             }
         }
     }
@@ -311,6 +349,7 @@ impl Guard {
 
     fn on_load_start(&self, now: u64) {
         self.stats.loads.fetch_add(1, Relaxed);
+        self.first_load_done.store(true, Relaxed);
         let model = self
             .config
             .model_id
@@ -438,14 +477,13 @@ impl Guard {
         self.last_load.store(self.now_ns() + 1, Relaxed);
     }
 
-    fn on_unload_start(&self, now: u64) {
-        self.stats.unloads.fetch_add(1, Relaxed);
-        self.last_unload.store(now + 1, Relaxed);
+    fn on_release_burst(&self, _now: u64) {
+        self.stats.release_bursts.fetch_add(1, Relaxed);
         self.reload_pending.store(true, Relaxed);
         if !self.unload_open.swap(true, Relaxed) {
             self.sink.write_durable(
                 metal_guard::breadcrumbs::TAG_PRE,
-                "model_unload",
+                "release_burst",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
         }
@@ -476,13 +514,9 @@ impl Guard {
             && ended(&self.unload_bursts)
             && self.unload_open.swap(false, Relaxed)
         {
-            // An unload keeps `last_unload` at its latest burst event.
-            if let Some(t) = self.unload_bursts.last_event_ns() {
-                self.last_unload.fetch_max(t + 1, Relaxed);
-            }
             self.sink.write_durable(
                 metal_guard::breadcrumbs::TAG_POST,
-                "model_unload",
+                "release_burst",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
         }
@@ -495,7 +529,7 @@ impl Guard {
         let live = self.ledger.live_bytes().to_string();
         for (open, payload) in [
             (&self.load_open, "model_load"),
-            (&self.unload_open, "model_unload"),
+            (&self.unload_open, "release_burst"),
         ] {
             if open.swap(false, Relaxed) {
                 self.sink.write_now(
@@ -528,6 +562,7 @@ impl Guard {
                 ("residency_noops", v(&s.residency_noops)),
                 ("loads", v(&s.loads)),
                 ("unloads", v(&s.unloads)),
+                ("release_bursts", v(&s.release_bursts)),
                 ("cadence_stalls", v(&s.cadence_stalls)),
                 ("hook_faults", v(&s.hook_faults)),
                 ("waits", v(&s.waits)),

@@ -390,10 +390,10 @@ fn a_reload_right_after_an_unload_is_stalled() {
     assert_eq!(cadence[0].field("action"), Some("stalled"));
     assert_eq!(cadence[0].field("reason"), Some("after_unload"));
     assert!(!r.lines("SUBPROC_PRE", "model_load").is_empty());
-    assert!(!r.lines("SUBPROC_PRE", "model_unload").is_empty());
+    assert!(!r.lines("SUBPROC_PRE", "release_burst").is_empty());
     // The last unload is still open when the process exits: closed at exit,
     // so orphan-scan sees no section left in flight.
-    for payload in ["model_load", "model_unload"] {
+    for payload in ["model_load", "release_burst"] {
         assert_eq!(
             r.lines("SUBPROC_PRE", payload).len(),
             r.lines("SUBPROC_POST", payload).len(),
@@ -402,7 +402,7 @@ fn a_reload_right_after_an_unload_is_stalled() {
         );
     }
     assert_eq!(
-        r.lines("SUBPROC_POST", "model_unload")
+        r.lines("SUBPROC_POST", "release_burst")
             .last()
             .unwrap()
             .field("outcome"),
@@ -562,5 +562,27 @@ fn a_reload_of_the_same_model_in_another_process_waits() {
         first.field("wait_ms"),
         Some("200"),
         "bounded by the max stall"
+    );
+}
+
+#[test]
+fn a_cache_trim_and_the_next_prefill_are_not_a_reload() {
+    let env = [
+        ("METALGUARD_BURST_N", "3"),
+        ("METALGUARD_BURST_QUIET_MS", "100"),
+        ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "5"),
+        ("METALGUARD_CADENCE_INTERVAL_S", "5"),
+    ];
+    let r = run("trim", true, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.get("served"), "1");
+    assert_eq!(r.summary("loads"), 1, "only the weights were a load");
+    assert_eq!(r.summary("unloads"), 0);
+    assert!(r.summary("release_bursts") >= 1);
+    assert_eq!(r.summary("cadence_stalls"), 0);
+    assert!(r.lines("GUARD_CADENCE", "too_soon").is_empty());
+    assert_eq!(
+        r.lines("GUARD_CADENCE", "release_was_not_an_unload").len(),
+        1
     );
 }

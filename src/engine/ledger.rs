@@ -56,9 +56,9 @@ impl AllocationLedger {
         self.live_bytes.load(Relaxed).max(0) as u64
     }
 
-    /// Records a successful allocation of `bytes`.
+    /// Records a successful allocation of `bytes`; returns the live bytes after it.
     #[inline]
-    pub fn record_allocation(&self, bytes: u64) {
+    pub fn record_allocation(&self, bytes: u64) -> u64 {
         let b = bytes.min(i64::MAX as u64) as i64;
         let live = self
             .live_bytes
@@ -73,6 +73,7 @@ impl AllocationLedger {
         if bytes > self.largest.load(Relaxed) {
             self.largest.fetch_max(bytes, Relaxed);
         }
+        live
     }
 
     /// Records that a buffer of `bytes` was freed.
