@@ -278,6 +278,19 @@ fn each_guard_lever_by_hand_prevents_its_bug() {
 }
 
 #[test]
+fn the_inherited_method_check_catches_a_replaced_superclass_method() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = run(WorkloadRun::new(Workload::Steady, scratch.path()).arg("break-superclass", "1"));
+    assert_eq!(out.status.code(), Some(3), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("inherited-method trap: -[SimIOGPUMetalCommandBuffer commit]"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
 fn retained_references_alone_do_not_stop_back_to_back_loads() {
     let scratch = tempfile::tempdir().unwrap();
     let out = run(WorkloadRun::new(Workload::LoadUnload, scratch.path()).arg("retained", "1"));
