@@ -33,7 +33,6 @@ pub fn init(config: GuardConfig) -> &'static Guard {
 /// Counters for the summary line and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub allocations: AtomicU64,
     pub refusals: AtomicU64,
     pub retained_upgrades: AtomicU64,
     pub commits_tracked: AtomicU64,
@@ -223,8 +222,7 @@ impl Guard {
     /// Bookkeeping after the driver returned a buffer.
     #[inline]
     pub fn after_allocation(&self, bytes: u64) {
-        self.stats.allocations.fetch_add(1, Relaxed);
-        self.ledger.record_allocation(bytes, self.now_ns());
+        self.ledger.record_allocation(bytes);
     }
 
     /// A buffer of `bytes` is being freed (its `dealloc`).
@@ -318,15 +316,19 @@ impl Guard {
             .model_id
             .clone()
             .unwrap_or_else(|| "unknown".into());
-        self.sink.write_durable(
-            metal_guard::breadcrumbs::TAG_PRE,
-            "model_load",
-            &[
-                ("model", model.clone()),
-                ("live", self.ledger.live_bytes().to_string()),
-            ],
-        );
-        self.load_open.store(true, Relaxed);
+        // One PRE per open section: a load recognised while the previous
+        // one's section is still open (its burst never went quiet) is
+        // checked against the cadence but opens nothing new.
+        if !self.load_open.swap(true, Relaxed) {
+            self.sink.write_durable(
+                metal_guard::breadcrumbs::TAG_PRE,
+                "model_load",
+                &[
+                    ("model", model),
+                    ("live", self.ledger.live_bytes().to_string()),
+                ],
+            );
+        }
         let policy = self.config.cadence;
         let mut decision = decide(
             &policy,
@@ -453,6 +455,7 @@ impl Guard {
     /// sections once their bursts have gone quiet.
     pub fn tick(&self) {
         let now = self.now_ns();
+        self.ledger.sample_rate(now);
         let quiet = self.config.burst.quiet_ns;
         let ended = |d: &BurstDetector| {
             d.last_event_ns()
@@ -485,6 +488,26 @@ impl Guard {
         }
     }
 
+    /// Closes the load/unload sections still open at exit, so a clean exit
+    /// never leaves a `SUBPROC_PRE` without its POST (which `orphan-scan`
+    /// would report as work stuck on the GPU).
+    pub fn close_sections_at_exit(&self) {
+        let live = self.ledger.live_bytes().to_string();
+        for (open, payload) in [
+            (&self.load_open, "model_load"),
+            (&self.unload_open, "model_unload"),
+        ] {
+            if open.swap(false, Relaxed) {
+                self.sink.write_now(
+                    metal_guard::breadcrumbs::TAG_POST,
+                    payload,
+                    &[("live", live.clone()), ("outcome", "process_exit".into())],
+                    self.acts(),
+                );
+            }
+        }
+    }
+
     /// The closing summary (exit).
     pub fn write_summary(&self) {
         let s = &self.stats;
@@ -494,7 +517,8 @@ impl Guard {
             "GUARD_SUMMARY",
             self.mode_name(),
             &[
-                ("allocations", v(&s.allocations)),
+                ("allocations", l.total_allocations.to_string()),
+                ("frees", l.total_frees.to_string()),
                 ("refusals", v(&s.refusals)),
                 ("retained_upgrades", v(&s.retained_upgrades)),
                 ("commits", v(&s.commits_tracked)),
@@ -509,6 +533,7 @@ impl Guard {
                 ("waits", v(&s.waits)),
                 ("peak_bytes", l.peak_bytes.to_string()),
                 ("largest", l.largest.to_string()),
+                ("allocations_per_sec", l.allocations_per_sec.to_string()),
                 ("live_bytes", l.live_bytes.to_string()),
                 ("in_flight", self.watermark.in_flight().to_string()),
             ],
