@@ -238,7 +238,7 @@ pub fn evaluate_cooldown(inputs: &CooldownInputs, now: OffsetDateTime) -> Cooldo
                 horizon[..=i].iter().filter(|&&p| p >= t - span).collect();
             if counted.len() >= n {
                 let until = *counted[0] + policy.lockout_max;
-                if until > now && lockout.map_or(true, |(u, _, _)| until > u) {
+                if until > now && lockout.is_none_or(|(u, _, _)| until > u) {
                     lockout = Some((until, counted.len(), label));
                 }
             }
