@@ -441,7 +441,30 @@ static int workload_steady(void) {
       id temps[2] = {mlx_malloc(64 << 10), mlx_malloc(100)};
       stream_eval(&s, weights, 4, temps, 2);
     }
+    /* Caller memory wrapped without a copy (MLX's make_buffer, from numpy),
+     * and a small constant uploaded by copy. */
+    size_t host_len = 64 << 10;
+    void *host = NULL;
+    if (posix_memalign(&host, PAGE, host_len) != 0) host = NULL;
+    id wrapped = nil;
+    if (host != NULL) {
+      memset(host, 0, host_len);
+      wrapped = [g_device newBufferWithBytesNoCopy:host
+                                            length:host_len
+                                           options:MLX_OPTIONS
+                                       deallocator:^(void *pointer, NSUInteger length) {
+                                         (void)length;
+                                         free(pointer);
+                                       }];
+      if (wrapped == nil) free(host); /* MLX falls back to malloc + copy */
+    }
+    float constants[64] = {1.0f};
+    id copied = [g_device newBufferWithBytes:constants length:sizeof constants options:MLX_OPTIONS];
+    id extra[2] = {wrapped != nil ? wrapped : weights[0], copied != nil ? copied : weights[1]};
+    stream_eval(&s, extra, 2, NULL, 0);
     stream_synchronize(&s);
+    if (wrapped != nil) [(id<SimMTLObjectMethods>)wrapped release];
+    if (copied != nil) [(id<SimMTLObjectMethods>)copied release];
     for (int i = 0; i < 4; i++) mlx_free(weights[i]);
     mlx_clear_cache();
     usleep(opt("pause-ms", 250) * 1000);
