@@ -85,7 +85,7 @@ fn load_unload_is_stalled_between_loads() {
     });
     assert!(stalled, "{}", r.explain());
     assert!(r.has("SUBPROC_PRE", "model_load"), "{}", r.explain());
-    assert!(r.has("SUBPROC_PRE", "model_unload"), "{}", r.explain());
+    assert!(r.has("SUBPROC_PRE", "release_burst"), "{}", r.explain());
 }
 
 #[test]

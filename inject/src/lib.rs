@@ -13,6 +13,8 @@ mod completion_block;
 mod cross_process_cadence;
 pub mod depth;
 mod device_entry;
+#[cfg(target_os = "macos")]
+mod dyld_interpose;
 mod exit_drain;
 pub mod gate_check;
 mod gate_source;
