@@ -15,7 +15,7 @@ use metal_guard_shim::gate::{GateVerdict, LaunchGate, FORCE_VAR};
 use metal_guard_shim::injection_rules::BinaryFormat;
 use metal_guard_shim::launch_env::{LaunchEnv, Platform};
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -150,20 +150,23 @@ pub fn run(args: Args) -> ExitCode {
     };
 
     let report = judge(&outcome, &driver, &args, &launcher, notes, kept.as_deref());
-    if args.json {
+    let text = if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => text + "\n",
             Err(e) => return could_not_run(&format!("cannot write the JSON report: {e}")),
         }
     } else {
-        print!("{}", report.render());
+        let mut text = report.render();
         if report.exit_code() != 0 && !outcome.stderr.trim().is_empty() {
-            println!("\nthe program's last error lines:");
+            text.push_str("\nthe program's last error lines:\n");
             for line in tail_lines(&outcome.stderr, 12) {
-                println!("  {line}");
+                text.push_str(&format!("  {line}\n"));
             }
         }
-    }
+        text
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     ExitCode::from(report.exit_code())
 }
 
