@@ -56,6 +56,20 @@ struct Handshake<'a> {
     disabled: bool,
 }
 
+/// Write the handshake whole (temporary file + rename, so the launcher never
+/// reads half a line) but without fsync: it is a throwaway note read within
+/// milliseconds, and fsyncing the file and its folder cost about 3 ms of
+/// every interpreter start.
+fn write_handshake(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let temp = path.with_file_name(name);
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
+}
+
 fn constructor() {
     let config = metal_guard::engine::config::GuardConfig::from_env();
     if let Some(path) = &config.handshake_path {
@@ -71,7 +85,7 @@ fn constructor() {
         };
         if let Ok(mut bytes) = serde_json::to_vec(&h) {
             bytes.push(b'\n');
-            if let Err(e) = metal_guard::state::atomic_file::write_atomic(path, &bytes) {
+            if let Err(e) = write_handshake(path, &bytes) {
                 eprintln!(
                     "metal-guard: could not write the handshake to {} ({e}); check METALGUARD_HANDSHAKE_PATH.",
                     path.display()
