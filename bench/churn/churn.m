@@ -40,12 +40,13 @@ int main(int argc, char **argv) {
   /* Warm-up: first calls install hooks and start threads. */
   for (int i = 0; i < 100; i++) {
     id b = [dev newBufferWithLength:4096 options:opts];
-    id<SimMTLCommandBuffer> cb = [queue commandBufferWithUnretainedReferences];
+    id<SimMTLCommandBuffer> cb = [[queue commandBufferWithUnretainedReferences] retain];
     id<SimMTLComputeCommandEncoder> enc = [cb computeCommandEncoder];
     [enc setBuffer:b offset:0 atIndex:0];
     [enc endEncoding];
     [cb commit];
     [cb waitUntilCompleted];
+    [cb release];
     [b release];
   }
   double t0 = now_ns();
@@ -57,12 +58,14 @@ int main(int argc, char **argv) {
   } else if (strcmp(argv[1], "cycle") == 0) {
     for (long i = 0; i < n; i++) {
       id b = [dev newBufferWithLength:4096 options:opts];
-      id<SimMTLCommandBuffer> cb = [queue commandBufferWithUnretainedReferences];
+      /* +0 from the driver: retained for as long as we use it, as MLX does. */
+      id<SimMTLCommandBuffer> cb = [[queue commandBufferWithUnretainedReferences] retain];
       id<SimMTLComputeCommandEncoder> enc = [cb computeCommandEncoder];
       [enc setBuffer:b offset:0 atIndex:0];
       [enc endEncoding];
       [cb commit];
       [cb waitUntilCompleted];
+      [cb release];
       [b release];
     }
   } else {
@@ -71,7 +74,7 @@ int main(int argc, char **argv) {
   }
   double t1 = now_ns();
   printf("ns_per_iter=%.1f\n", (t1 - t0) / (double)n);
-  [queue release];
-  [dev release];
+  /* The queue and the device live until exit, as in MLX (a function-static
+   * device): the driver's threads still use them while the process ends. */
   return 0;
 }

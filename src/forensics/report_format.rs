@@ -181,9 +181,25 @@ pub fn decode(text: &str) -> DecodedReport {
             layout: ReportLayout::IpsJsonBroken,
             header,
             body,
-            panic_text: normalize_line_endings(&undo_json_escapes(trimmed)),
+            panic_text: normalize_line_endings(&undo_json_escapes(broken_panic_text(rest))),
         },
     }
+}
+
+/// The part of a broken body worth scanning as text: from the value of its
+/// `panicString` key when the key survived (so the header lines and the
+/// fields before it do not pose as the panic message), else the whole body.
+fn broken_panic_text(body: &str) -> &str {
+    let Some(key) = body.find("\"panicString\"") else {
+        return body;
+    };
+    let after_key = &body[key + "\"panicString\"".len()..];
+    let value = after_key
+        .trim_start()
+        .strip_prefix(':')
+        .map(str::trim_start)
+        .and_then(|v| v.strip_prefix('"'));
+    value.unwrap_or(body)
 }
 
 /// Files a complete top-level object as the body (it has a panic text) or
@@ -372,7 +388,9 @@ mod tests {
         assert!(d
             .panic_text
             .contains("\"completeMemory() prepare count underflow\" @IOGPUMemory.cpp:550"));
-        assert!(d.panic_text.contains("/RELEASE_ARM64_T8132"));
+        // The text starts at the panic string, not at the header line.
+        assert!(d.panic_text.starts_with("panic(cpu 8"), "{}", d.panic_text);
+        assert!(!d.panic_text.contains("bug_type"));
         assert_eq!(d.bug_type(), Some("210"));
     }
 
