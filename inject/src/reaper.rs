@@ -169,20 +169,20 @@ impl Reaper {
                 ("forced", forced.to_string()),
             ],
         );
-        let post = |performed: usize, outcome: &str| {
+        let post = |performed: usize, outcome: &str, in_flight: u64| {
             guard.sink.write_durable(
                 metal_guard::breadcrumbs::TAG_POST,
                 "residency_removal_batch",
                 &[
                     ("performed", performed.to_string()),
                     ("outcome", outcome.to_string()),
-                    ("in_flight", guard.watermark.in_flight().to_string()),
+                    ("in_flight", in_flight.to_string()),
                 ],
             );
         };
         let deadline = Instant::now() + limit;
         if !guard.commit_gate.close(limit) {
-            post(0, "commit_in_progress");
+            post(0, "commit_in_progress", guard.watermark.in_flight());
             return 0;
         }
         if forced {
@@ -191,7 +191,7 @@ impl Reaper {
             while !quiet(guard) {
                 if Instant::now() >= deadline {
                     guard.commit_gate.open();
-                    post(0, "still_in_flight");
+                    post(0, "still_in_flight", guard.watermark.in_flight());
                     return 0;
                 }
                 std::thread::sleep(Duration::from_micros(200));
@@ -199,9 +199,12 @@ impl Reaper {
         } else if guard.watermark.last_committed() != committed || !quiet(guard) {
             // A commit slipped in between the check and the gate: next time.
             guard.commit_gate.open();
-            post(0, "new_commit");
+            post(0, "new_commit", guard.watermark.in_flight());
             return 0;
         }
+        // With the gate closed this is exact: what was in flight as the
+        // removals ran (zero).
+        let in_flight_at_removal = guard.watermark.in_flight();
         let batch = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let all = pending.take_all();
@@ -218,7 +221,7 @@ impl Reaper {
         guard.commit_gate.open();
         release_all(&batch);
         guard.stats.removal_batches.fetch_add(1, Relaxed);
-        post(batch.len(), "done");
+        post(batch.len(), "done", in_flight_at_removal);
         batch.len()
     }
 }
