@@ -273,3 +273,66 @@ fn a_hook_that_panics_leaves_the_host_running() {
         r.explain()
     );
 }
+
+/// Lever (e): after a (simulated) panic the guard's gate, checked when the
+/// process first gets a device, stops the next run before any GPU work with
+/// exit code 10; the Python tool's override lets it run anyway; observer
+/// mode only tells.
+#[test]
+fn after_a_panic_the_next_guarded_run_is_stopped_at_the_gate() {
+    let scratch = tempfile::tempdir().unwrap();
+    let first = WorkloadRun::new(Workload::ConcurrentTrim, scratch.path())
+        .run(built())
+        .expect("start the workload");
+    assert!(first.panicked(), "{}", first.describe());
+
+    let gated = |env: &[(&str, &str)]| {
+        let mut spec = WorkloadRun::new(Workload::Steady, scratch.path()).guarded(guard());
+        for (k, v) in env {
+            spec = spec.env(*k, *v);
+        }
+        let out = spec.run(built()).expect("start the workload");
+        (spec, out)
+    };
+
+    let (spec, out) = gated(&[]);
+    let crumbs = spec.breadcrumbs();
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "{}\n--- breadcrumbs\n{crumbs}",
+        out.describe()
+    );
+    assert_eq!(out.reports.len(), 1, "no new panic: {}", out.describe());
+    assert!(
+        !out.stdout.contains("workload steady: done"),
+        "stopped before the work: {}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.trim().is_empty(),
+        "says why: {}",
+        out.describe()
+    );
+    assert!(
+        crumbs
+            .lines()
+            .filter_map(parse_line)
+            .any(|l| l.tag == "GUARD_GATE"),
+        "{crumbs}"
+    );
+
+    let (_, out) = gated(&[("MLX_SAFE_PYTHON_FORCE", "1")]);
+    assert!(
+        out.status.success() && out.stdout.contains("workload steady: done"),
+        "{}",
+        out.describe()
+    );
+
+    let (_, out) = gated(&[("METALGUARD_MODE", "observer")]);
+    assert!(
+        out.status.success() && out.stdout.contains("workload steady: done"),
+        "{}",
+        out.describe()
+    );
+}

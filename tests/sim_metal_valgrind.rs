@@ -1,5 +1,6 @@
 //! Ring 2 under valgrind: guarded runs of the workloads that exercise every
-//! hook (retained command buffers with our completion blocks, deferred
+//! hook (heap, copy and no-copy buffers with a deallocator block, retained
+//! command buffers with our completion blocks, deferred
 //! residency removals on the reaper thread, the size refusal, the exit drain)
 //! show no invalid access and no definite leak. Only GCC libobjc's own
 //! permanent allocations are suppressed (`tests/sim-metal/valgrind.supp`).
@@ -28,6 +29,7 @@ fn guarded_workloads_are_clean_under_valgrind() {
     let built = artifacts().unwrap_or_else(|e| panic!("{e}"));
     let guard = build_inject_library().unwrap_or_else(|e| panic!("{e}"));
     for workload in [
+        Workload::Steady,
         Workload::ConcurrentTrim,
         Workload::ResidencyChurn,
         Workload::OversizePrefill,

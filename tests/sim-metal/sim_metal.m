@@ -1070,14 +1070,14 @@ static void start_threads(void) {
 @implementation SimIOGPUMetalCommandBuffer
 - (void)addCompletedHandler:(MTLCommandBufferHandler)block {
   if (block == NULL) return;
+  MTLCommandBufferHandler copy = Block_copy(block);
   pthread_mutex_lock(&K.lock);
-  int committed = _committed;
-  pthread_mutex_unlock(&K.lock);
-  if (committed)
+  if (_committed)
     client_fault("-[%s addCompletedHandler:]: failed assertion `Completed handler provided after "
                  "commit call'",
                  object_getClassName(self));
-  vec_push(&_handlers, Block_copy(block));
+  vec_push(&_handlers, copy);
+  pthread_mutex_unlock(&K.lock);
 }
 
 - (void)commit {
@@ -1168,7 +1168,9 @@ static void start_threads(void) {
 - (id)computeCommandEncoder {
   SimAGXG16XFamilyComputeContext *enc = [[SimAGXG16XFamilyComputeContext alloc] init];
   enc->_commandBuffer = self;
+  pthread_mutex_lock(&K.lock);
   vec_push(&_encoders, enc);
+  pthread_mutex_unlock(&K.lock);
   return enc; /* +0: owned by the command buffer, like an autoreleased encoder */
 }
 @end

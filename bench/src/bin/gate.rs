@@ -30,9 +30,9 @@ fn our_binary() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(p));
     }
     let bin = target_dir().join("release").join("metal-guard");
-    if !bin.is_file() {
+    // Always ask cargo: a no-op when the binary is fresh, a rebuild when it is stale.
+    {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("building {} ...", bin.display());
         let st = Command::new(cargo)
             .args([
                 "build",
@@ -121,6 +121,20 @@ fn make_home() -> tempfile::TempDir {
         hour_ago.minute(),
         hour_ago.second()
     );
+    // File names carry a time too (Apple's naming); keep them recent so
+    // neither tool skips a file by its name.
+    let name_time = |i: usize| {
+        let t = hour_ago + time::Duration::seconds(i as i64);
+        format!(
+            "{:04}-{:02}-{:02}-{:02}{:02}{:02}",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    };
     let Ok(entries) = std::fs::read_dir(&fixtures) else {
         eprintln!(
             "note: {} not found; timing an empty report folder",
@@ -144,14 +158,10 @@ fn make_home() -> tempfile::TempDir {
             } else {
                 text.replace(&old, &stamp)
             };
-            std::fs::write(
-                reports.join(format!("Kernel-2026-01-01-0000{i:02}.ips")),
-                text,
-            )
-            .unwrap();
+            std::fs::write(reports.join(format!("Kernel-{}.ips", name_time(i))), text).unwrap();
         } else if name.ends_with(".txt") {
             std::fs::write(
-                reports.join(format!("panic-full-2026-01-01-0000{i:02}.panic")),
+                reports.join(format!("panic-full-{}.panic", name_time(i))),
                 text,
             )
             .unwrap();

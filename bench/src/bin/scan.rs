@@ -6,7 +6,9 @@
 //! (`Python_2026-..._host.hang`), resource diagnostics (`.diag`), jetsam
 //! events (bug_type 298) and a few kernel panics (`panic-full-*.ips`,
 //! `panic-base-*.panic`, `Kernel-*.panic`) built from the repository's
-//! example reports, at realistic sizes.
+//! example reports, at realistic sizes: text panics 20-65 KB, `.ips` panics
+//! 120 KB-1.3 MB with the stackshot after the panic text, crashes 10-60 KB,
+//! hangs 30-200 KB.
 //!
 //! Run: `cargo run --release -p metal-guard-bench --bin scan [-- FILES]`.
 //! Target: the scan stays within 5x of the listing.
@@ -102,24 +104,41 @@ fn hang_text(rng: &mut Rng, process: &str) -> String {
     format!("Date/Time:        2026-11-20 10:10:10.000 +0000\nEnd time:         2026-11-20 10:10:15.000 +0000\nOS Version:       macOS 26.4.1 (Build 25E253)\nCommand:          {process}\nDuration:         5.00s\nEvent:            hang\n\n{}", filler(rng, size))
 }
 
+/// A kernel panic `.ips` laid out as Apple writes it: header line, then a
+/// body whose `panicString` (15-60 KB of kext list after the panic) comes
+/// before a stackshot of every process (100 KB to 1.2 MB).
 fn panic_ips(rng: &mut Rng) -> String {
     let mut lines = IOGPU_IPS.lines();
     let header = lines.next().unwrap_or("{}");
-    let body: serde_json::Value =
+    let example: serde_json::Value =
         serde_json::from_str(&lines.collect::<Vec<_>>().join("\n")).unwrap_or_default();
-    let size = rng.range(30_000, 90_000) as usize;
+    let kexts = rng.range(15_000, 60_000) as usize;
     let panic_string = format!(
         "{}{}",
-        body["panicString"].as_str().unwrap_or(""),
-        kext_list(rng, size)
+        example["panicString"].as_str().unwrap_or(""),
+        kext_list(rng, kexts)
     );
-    let mut body = body;
-    body["panicString"] = json!(panic_string);
+    let stackshot = rng.range(100_000, 1_200_000) as usize;
+    let body = json!({
+        "build": example["build"],
+        "product": "Mac16,5",
+        "socId": "8132",
+        "incident": example["incident"],
+        "kernel": example["kernel"],
+        "date": example["date"],
+        "panicString": panic_string,
+        "panicFlags": "0x902",
+        "otherString": "\n** Stackshot Succeeded ** Bytes Traced 412312 (Uncompressed 1203216) **\n",
+        "macOSPanicFlags": "0x0",
+        "macOSPanicString": "",
+        "processByPid": filler(rng, stackshot),
+    });
     format!("{header}\n{body:#}\n")
 }
 
+/// A text `.panic`: the example report plus a 15-60 KB loaded-kext list.
 fn panic_text(rng: &mut Rng, base: &str) -> String {
-    let size = rng.range(30_000, 90_000) as usize;
+    let size = rng.range(15_000, 60_000) as usize;
     format!("{base}{}", kext_list(rng, size))
 }
 

@@ -403,11 +403,6 @@ impl fmt::Display for Workload {
 /// 300 ms cadence interval covers it), and bursts sized for the workloads'
 /// 4 MiB "weights" instead of real multi-GiB models.
 ///
-/// `METALGUARD_BURST_N=1`: a load is recognised on its first large
-/// allocation. With the guard's default (4) the stall comes on the fourth
-/// allocation of a reload, after three have already reused the unloaded
-/// model's memory, and the late completion records land on them during the
-/// stall (README, model rule 6): `load-unload` then panics guarded.
 /// `METALGUARD_BURST_QUIET_MS=15`: shorter than the ~22 ms between two loads
 /// of `load-unload`, longer than the guard's own synchronous breadcrumb
 /// write between two allocations of one load.
@@ -416,7 +411,6 @@ pub const GUARD_TEST_ENV: &[(&str, &str)] = &[
     ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "0.3"),
     ("METALGUARD_CADENCE_MAX_STALL_S", "2"),
     ("METALGUARD_BURST_MIN_MB", "2"),
-    ("METALGUARD_BURST_N", "1"),
     ("METALGUARD_BURST_WINDOW_MS", "500"),
     ("METALGUARD_BURST_QUIET_MS", "15"),
     ("METALGUARD_RESIDENCY_GRACE_MS", "20"),
