@@ -56,20 +56,6 @@ struct Handshake<'a> {
     disabled: bool,
 }
 
-/// Write the handshake whole (temporary file + rename, so the launcher never
-/// reads half a line) but without fsync: it is a throwaway note read within
-/// milliseconds, and fsyncing the file and its folder cost about 3 ms of
-/// every interpreter start.
-fn write_handshake(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let temp = path.with_file_name(name);
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&temp);
-    })
-}
-
 fn constructor() {
     let config = metal_guard::engine::config::GuardConfig::from_env();
     if let Some(path) = &config.handshake_path {
@@ -85,7 +71,7 @@ fn constructor() {
         };
         if let Ok(mut bytes) = serde_json::to_vec(&h) {
             bytes.push(b'\n');
-            if let Err(e) = write_handshake(path, &bytes) {
+            if let Err(e) = append_line(path, &bytes) {
                 eprintln!(
                     "metal-guard: could not write the handshake to {} ({e}); check METALGUARD_HANDSHAKE_PATH.",
                     path.display()
@@ -97,6 +83,21 @@ fn constructor() {
         return;
     }
     guard::init(config);
+}
+
+/// Appends one line with a single `write` on an `O_APPEND` descriptor: every
+/// process that inherits the variable (an interpreter stub and the
+/// interpreter it execs, the program's children) adds its own record without
+/// tearing or replacing another's.
+fn append_line(path: &std::path::Path, line: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(line)
 }
 
 extern "C" fn run_constructor() {
