@@ -185,6 +185,27 @@ fn launcher_flags_are_only_read_before_python_arguments() {
         "--no-inject injects nothing: {stdout}"
     );
     assert!(text(&out.stderr).contains("--no-inject: running with the cooldown gate only"));
+    assert!(stdout.contains("handshake[]"), "{stdout}");
+
+    // A guarded parent passed the library down: --no-inject takes it out, keeps the rest.
+    let out = run(w
+        .cmd(MLX_SAFE_PYTHON)
+        .env("MLX_SAFE_PYTHON_BIN", &fake)
+        .env(
+            "LD_PRELOAD",
+            format!(
+                "/opt/mg/lib/libmetal_guard_inject.so:{}",
+                libm_path().display()
+            ),
+        )
+        .env("METALGUARD_HANDSHAKE_PATH", "/tmp/parent/handshake")
+        .args(["--no-inject", "x"]));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("preload[{}]", libm_path().display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("handshake[]"), "{stdout}");
 }
 
 #[test]
