@@ -1,7 +1,7 @@
 //! End-to-end tests of `mlx-safe-python` and `metal-guard run`: the real
 //! binaries, the machine's `python3`, fake interpreters and scripts in
 //! temporary folders, and a stand-in guard library (a few lines of C built
-//! here with `cc`) whose constructor writes the handshake the way the real
+//! here with clang or `cc`) whose constructor writes the handshake the way the real
 //! library does. A temporary HOME keeps the user's state out of it.
 
 use std::io::Write;
@@ -19,7 +19,9 @@ const METAL_GUARD: &str = env!("CARGO_BIN_EXE_metal-guard");
 fn handshake_library() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("mg-launcher-test-lib-{}", std::process::id()));
+        // Cargo's scratch folder for integration tests (kept out of /tmp).
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("launcher-stand-in-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("announce.c");
         std::fs::write(
@@ -39,13 +41,22 @@ __attribute__((constructor)) static void announce(void) {
         )
         .unwrap();
         let lib = dir.join("libannounce.so");
-        let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .status()
-            .expect("a C compiler (`cc`) is needed to build the stand-in guard library");
-        assert!(status.success(), "cc failed to build the stand-in library");
+        // clang is what .ci/run installs; a plain `cc` does as well.
+        let status = ["clang", "cc"]
+            .iter()
+            .find_map(|compiler| {
+                Command::new(compiler)
+                    .args(["-shared", "-fPIC", "-o"])
+                    .arg(&lib)
+                    .arg(&src)
+                    .status()
+                    .ok()
+            })
+            .expect("a C compiler (clang or cc) is needed to build the stand-in guard library");
+        assert!(
+            status.success(),
+            "the C compiler failed to build the stand-in library"
+        );
         lib
     })
 }
