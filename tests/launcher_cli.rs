@@ -521,6 +521,38 @@ fn a_run_warns_when_the_guard_does_not_load_and_is_silent_when_it_does() {
 }
 
 #[test]
+fn a_failed_exec_is_reported_once_without_a_watcher_warning() {
+    let w = World::new();
+    // Executable, but neither a script nor a binary the kernel can run.
+    let garbage = w.write_exec("bad/python3", "");
+    std::fs::write(&garbage, b"\x00\x01not a program").unwrap();
+    let log = w.path("stderr.log");
+    let status = w
+        .cmd(MLX_SAFE_PYTHON)
+        .env("MLX_SAFE_PYTHON_BIN", &garbage)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(126));
+    wait_for_watchers(&w);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("cannot run"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn the_gate_speaks_before_a_missing_library() {
+    let w = World::new();
+    let fake = w.fake_python();
+    w.add_recent_panic();
+    let out = run(w
+        .cmd(MLX_SAFE_PYTHON)
+        .env("MLX_SAFE_PYTHON_BIN", &fake)
+        .env("METALGUARD_DYLIB", w.path("nowhere.so")));
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out.stderr));
+}
+
+#[test]
 fn multiprocessing_spawn_children_are_guarded() {
     let w = World::new();
     if !python3_available(&w) {
