@@ -459,10 +459,30 @@ fn handshake_and_inertness_in_a_process_without_objc() {
         .unwrap();
     assert!(out.status.success());
     let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&hs).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&hs).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(v["pid"], pid);
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["library"], "metal_guard_inject");
+    // Every process that inherits the variable appends its own line.
+    let out = Command::new("/bin/sh")
+        .args(["-c", "/bin/true; /bin/true"])
+        .env("LD_PRELOAD", library())
+        .env("METALGUARD_HANDSHAKE_PATH", &hs)
+        .env("METALGUARD_BREADCRUMB_PATH", dir.path().join("bc.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let records = std::fs::read_to_string(&hs).unwrap();
+    let pids: Vec<u64> = records
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4, "two shells and two children: {pids:?}");
     assert!(
         !dir.path().join("bc.log").exists(),
         "no device, no breadcrumbs"
@@ -584,5 +604,34 @@ fn a_cache_trim_and_the_next_prefill_are_not_a_reload() {
     assert_eq!(
         r.lines("GUARD_CADENCE", "release_was_not_an_unload").len(),
         1
+    );
+}
+
+#[test]
+fn overdue_removals_run_while_the_gpu_never_idles() {
+    // Each command buffer runs 40 ms and a new one is committed every 10 ms:
+    // there is never a moment with nothing in flight.
+    let env = [
+        ("PROBE_GPU_MS", "40"),
+        ("METALGUARD_RESIDENCY_MAX_DEFER_MS", "200"),
+    ];
+    let r = run("residency_busy", true, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.get("removed_while_busy"), "1");
+    let pre = r.lines("SUBPROC_PRE", "residency_removal_batch");
+    assert!(
+        pre.iter().any(|l| l.field("forced") == Some("true")),
+        "{pre:#?}"
+    );
+    let done: Vec<_> = r
+        .lines("SUBPROC_POST", "residency_removal_batch")
+        .into_iter()
+        .filter(|l| l.field("outcome") == Some("done"))
+        .collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[0].field("in_flight"),
+        Some("0"),
+        "performed with nothing in flight"
     );
 }
