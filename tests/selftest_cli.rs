@@ -30,6 +30,14 @@ fn selftest(scratch: &Path) -> Command {
     cmd
 }
 
+/// The first `python3` on PATH, as a path.
+fn which_python3() -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .expect("python3 on PATH")
+}
+
 fn guard_library() -> std::path::PathBuf {
     build_inject_library().unwrap_or_else(|e| panic!("{e}"))
 }
@@ -112,14 +120,28 @@ fn json_report_and_keep() {
     let library = guard_library();
     let sim = selftest_artifacts().unwrap_or_else(|e| panic!("{e}"));
     let scratch = tempfile::tempdir().unwrap();
+    // `--python` relative to the working folder, through a symlink (as a venv's python is).
+    let python = which_python3();
+    std::fs::create_dir_all(scratch.path().join("venv/bin")).unwrap();
+    std::os::unix::fs::symlink(&python, scratch.path().join("venv/bin/python3")).unwrap();
     let out = selftest(scratch.path())
-        .args(["--json", "--keep"])
+        .args(["--json", "--keep", "--python", "venv/bin/python3"])
+        .current_dir(scratch.path())
         .env("METALGUARD_SIM_METAL_DIR", &sim.dir)
         .env("METALGUARD_DYLIB", &library)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let launcher = &report["checks"][0];
+    assert_eq!(launcher["name"], "launcher accepted the interpreter");
+    assert!(
+        launcher["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MLX_SAFE_PYTHON_BIN="),
+        "{launcher}"
+    );
     let checks = report["checks"].as_array().unwrap();
     assert!(checks.len() >= 12, "{report}");
     assert!(checks.iter().all(|c| c["status"] == "PASS"), "{report}");
@@ -227,4 +249,125 @@ fn a_cooldown_stops_the_selftest_unless_forced() {
         stdout.contains("cooldown in force, run with --force"),
         "{stdout}"
     );
+}
+
+#[test]
+fn the_mac_program_is_valid_python() {
+    // The MLX program only runs on a Mac; here it is at least compiled.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/selftest_programs");
+    let common = std::fs::read_to_string(dir.join("common.py")).unwrap();
+    for part in ["mlx.py", "sim.py"] {
+        let program = format!(
+            "{common}\n{}",
+            std::fs::read_to_string(dir.join(part)).unwrap()
+        );
+        let out = Command::new(which_python3())
+            .args([
+                "-c",
+                "import sys; compile(sys.stdin.read(), 'selftest.py', 'exec')",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(program.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(out.status.success(), "{part}: {}", text(&out.stderr));
+    }
+}
+
+/// A stand-in for `mlx.core` with just what the Mac program calls, in pure
+/// Python; `zeros` above 1 GiB raises MLX's RuntimeError, as a refused
+/// allocation does.
+const FAKE_MLX_CORE: &str = r#"
+import builtins as _builtins
+import random as _random
+__version__ = "0.0-fake"
+float32 = "float32"
+
+class array:
+    def __init__(self, rows):
+        self.rows = rows
+    def __matmul__(self, other):
+        cols = list(zip(*other.rows))
+        return array([[_builtins.sum(a * b for a, b in zip(r, c)) for c in cols] for r in self.rows])
+    def __mul__(self, other):
+        return array([[a * b for a, b in zip(self.flat(), other.flat())]])
+    def flat(self):
+        return [x for r in self.rows for x in r]
+    def __getitem__(self, key):
+        i, j = key
+        if isinstance(i, int) and isinstance(j, int):
+            return array([[self.rows[i][j]]])
+        if isinstance(i, int):
+            return array([self.rows[i]])
+        return array([[r[j]] for r in self.rows])
+    def item(self):
+        return self.rows[0][0]
+
+class _Random:
+    def normal(self, shape):
+        n, m = shape
+        return array([[_random.gauss(0, 1) for _ in range(m)] for _ in range(n)])
+
+random = _Random()
+
+def eval(*arrays):
+    pass
+
+def sum(a):
+    return array([[_builtins.sum(a.flat())]])
+
+def allclose(a, b, rtol=1e-5, atol=1e-8):
+    x, y = a.item(), b.item()
+    return array([[abs(x - y) <= atol + rtol * abs(y)]])
+
+def zeros(shape, dtype=None):
+    nbytes = shape[0] * 4
+    if nbytes > (1 << 30):
+        raise RuntimeError("[malloc] Unable to allocate %d bytes." % nbytes)
+    return array([[0.0]])
+
+def clear_cache():
+    pass
+"#;
+
+#[test]
+fn the_mac_program_reports_every_step_and_the_runtime_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let fake = scratch.path().join("fake/mlx");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join("__init__.py"), "").unwrap();
+    // (The 256 x 256 product in pure Python takes about a second.)
+    std::fs::write(fake.join("core.py"), FAKE_MLX_CORE).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/selftest_programs");
+    let program = format!(
+        "{}\n{}",
+        std::fs::read_to_string(dir.join("common.py")).unwrap(),
+        std::fs::read_to_string(dir.join("mlx.py")).unwrap()
+    );
+    std::fs::write(scratch.path().join("selftest.py"), program).unwrap();
+    let out = Command::new(which_python3())
+        .arg(scratch.path().join("selftest.py"))
+        .env("PYTHONPATH", scratch.path().join("fake"))
+        .env(
+            "METALGUARD_SELFTEST_OVERSIZE_BYTES",
+            metal_guard::selftest::OVERSIZE_BYTES.to_string(),
+        )
+        .env_remove("METALGUARD_HANDSHAKE_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let report = metal_guard::selftest::parse_program_report(&text(&out.stdout)).unwrap();
+    assert_eq!(report.error, None, "{report:?}");
+    assert_eq!(report.steps, ["allocate", "compute", "free", "clear_cache"]);
+    assert_eq!(report.mlx_version.as_deref(), Some("0.0-fake"));
+    let over = report.oversize.unwrap();
+    assert_eq!(over.outcome, "runtime_error");
+    assert_eq!(over.requested_bytes, metal_guard::selftest::OVERSIZE_BYTES);
+    assert!(over.message.unwrap().contains("Unable to allocate"));
 }

@@ -92,6 +92,12 @@ pub fn run(args: Args) -> ExitCode {
         Ok(d) => d,
         Err(message) => return could_not_run(&message),
     };
+    let mut args = args;
+    if let Some(python) = &args.python {
+        // The program runs in a temporary folder: a relative path would not
+        // resolve there. Symlinks are kept (a venv's python is run by its path).
+        args.python = Some(std::path::absolute(python).unwrap_or_else(|_| python.clone()));
+    }
     if let Some(python) = &args.python {
         if !python.is_file() {
             return could_not_run(&format!(
