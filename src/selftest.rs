@@ -498,6 +498,8 @@ pub struct Environment {
 pub struct SelftestReport {
     pub environment: Environment,
     pub checks: Vec<Check>,
+    /// Things the reader should know that are not checks (a forced cooldown).
+    pub notes: Vec<String>,
     /// Where the program's files are, when kept (`--keep`).
     pub kept_folder: Option<String>,
 }
@@ -523,6 +525,9 @@ impl SelftestReport {
                 c.name,
                 c.detail
             ));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("  note: {note}\n"));
         }
         let failed = self
             .checks
@@ -583,6 +588,9 @@ impl SelftestReport {
         ));
         for c in &self.checks {
             out.push_str(&format!("{} {}: {}\n", c.status.as_str(), c.name, c.detail));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
         }
         out.push_str("```\n");
         out
@@ -812,10 +820,12 @@ mod tests {
         let mut r = SelftestReport {
             environment: env,
             checks: vec![Check::pass("a", "ok"), Check::skip("b", "n/a")],
+            notes: vec!["forced".into()],
             kept_folder: None,
         };
         assert_eq!(r.exit_code(), 0);
         assert!(r.render().contains("every check passed"));
+        assert!(r.render().contains("note: forced"));
         r.checks.push(Check::fail("c", "broken"));
         assert_eq!(r.exit_code(), 1);
         let text = r.render();

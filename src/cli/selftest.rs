@@ -402,10 +402,8 @@ fn judge(
 ) -> SelftestReport {
     let simulated = matches!(driver, Driver::Simulated { .. });
     let (interpreter, interpreter_facts) = describe_interpreter(launcher, args.python.as_deref());
+    let mut notes = notes;
     let mut checks: Vec<Check> = Vec::new();
-    for note in notes {
-        checks.push(Check::skip("note", note));
-    }
 
     let launcher_said = launcher_lines(&outcome.stderr).join(" / ");
     let launcher_check = match outcome.exit {
@@ -459,12 +457,9 @@ fn judge(
 
     if let Some(program) = &program {
         if program.pid != outcome.pid {
-            checks.push(Check::skip(
-                "note",
-                format!(
-                    "the program reports pid {} but the launcher was pid {}: something re-executed the interpreter (a framework build's Python.app stub?)",
-                    program.pid, outcome.pid
-                ),
+            notes.push(format!(
+                "the program reports pid {} but the launcher was pid {}: the interpreter was started anew (a framework build's Python.app stub?); its own pid is checked",
+                program.pid, outcome.pid
             ));
         }
         let lines = breadcrumbs_for_pid(&outcome.breadcrumbs, program.pid);
@@ -479,6 +474,7 @@ fn judge(
     SelftestReport {
         environment: environment(driver, interpreter, program.as_ref()),
         checks,
+        notes,
         kept_folder: kept.map(|p| p.display().to_string()),
     }
 }
