@@ -15,6 +15,9 @@ _EXPORTS = {
     "CooldownVerdict": "cooldown",
     "evaluate_panic_cooldown": "cooldown",
     "MetalGuardError": "_cli",
+    "CadenceViolation": "cadence",
+    "CrossModelCadenceViolation": "cadence",
+    "require_cadence_clear": "cadence",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

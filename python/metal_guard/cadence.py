@@ -45,27 +45,36 @@ def require_cadence_clear(
 ):
     """Refuse a load of `model_id` that comes too soon; otherwise record it.
 
-    Raises `CadenceViolation` (or `CrossModelCadenceViolation`) when too
-    soon; raises `MetalGuardError` when the check itself cannot run. The
-    check and the mark are one step under a file lock, so of several processes
-    racing to load the same model exactly one gets through.
+    Raises `CadenceViolation` (`CrossModelCadenceViolation` when the blocking
+    load was of another model: `cross_model_interval_sec`, or
+    `METALGUARD_CROSS_MODEL_INTERVAL` when that is 0) and `MetalGuardError`
+    when the check itself cannot run. Check and mark are one step under a file
+    lock (`metal-guard cadence`), so of several processes racing to load the
+    same model exactly one gets through.
     """
-    args = ["cadence", str(model_id), "--min-interval-sec", repr(float(min_interval_sec))]
+    import time
+
+    args = ["cadence", str(model_id), "--min-interval", repr(float(min_interval_sec))]
     if cross_model_interval_sec:
-        args += ["--cross-model-interval-sec", repr(float(cross_model_interval_sec))]
+        args += ["--cross-model-interval", repr(float(cross_model_interval_sec))]
     args.append("--json")
     _code, data = _cli.run_json(args, accept_codes=(0, 2))
-    if not isinstance(data, dict) or "decision" not in data:
-        raise _cli.MetalGuardError("`metal-guard cadence --json` printed %r" % (data,))
-    if data["decision"] == "clear":
-        return None
-    if data["decision"] != "too_soon":
-        raise _cli.MetalGuardError("unknown cadence decision %r" % (data["decision"],))
-    last_ts = epoch_seconds(data["last_load"])
-    wait_sec = float(data["wait_sec"])
-    if data.get("rule") == "cross_model":
-        raise CrossModelCadenceViolation(
-            model_id, data["blocking_model"], last_ts, float(cross_model_interval_sec or 0.0)
-            or float(data.get("interval_sec", 0.0)), wait_sec
-        )
+    try:
+        decision = data["decision"]
+        if decision == "clear":
+            return None
+        if decision != "too_soon":
+            raise ValueError("unknown decision %r" % (decision,))
+        last_ts = epoch_seconds(data["last_load"])
+        wait_sec = float(data["wait_sec"])
+        blocking_model = str(data["blocking_model"])
+        rule = data["rule"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _cli.MetalGuardError(
+            "`metal-guard cadence --json` printed an unexpected answer (%s): %r" % (exc, data)
+        ) from None
+    if rule == "cross_model":
+        # The interval that applied: elapsed since the blocking load plus the wait left.
+        interval = max(0.0, time.time() - last_ts) + wait_sec
+        raise CrossModelCadenceViolation(model_id, blocking_model, last_ts, interval, wait_sec)
     raise CadenceViolation(model_id, last_ts, float(min_interval_sec), wait_sec)
