@@ -1,6 +1,10 @@
 //! Argument parsing and dispatch: one module per subcommand, each with an
 //! `Args` struct and a `run` that returns the process exit code.
 
+mod diagnose;
+mod report_text;
+mod wizard;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -33,7 +37,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Find and explain the kernel panics on this Mac (which ones Apple's GPU driver caused).
+    Diagnose(diagnose::Args),
+}
 
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -48,6 +55,7 @@ pub fn run() -> ExitCode {
         }
     };
     match cli.command {
-        None => ExitCode::SUCCESS,
+        None => wizard::run(),
+        Some(Command::Diagnose(args)) => diagnose::run(args),
     }
 }

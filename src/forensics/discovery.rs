@@ -103,7 +103,7 @@ pub fn list_candidates(
         Err(e) => {
             skipped.push(SkippedFile {
                 path: dir.to_path_buf(),
-                reason: format!("folder {}", describe_io_error(&e)),
+                reason: format!("cannot read this folder: {}", describe_io_error(&e)),
             });
             return Vec::new();
         }
@@ -118,7 +118,7 @@ pub fn list_candidates(
             Err(e) => {
                 skipped.push(SkippedFile {
                     path: dir.to_path_buf(),
-                    reason: format!("folder listing stopped: {}", describe_io_error(&e)),
+                    reason: format!("stopped reading this folder: {}", describe_io_error(&e)),
                 });
                 break;
             }

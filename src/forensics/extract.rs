@@ -3,7 +3,7 @@
 //! process and pid, and the `file.cpp:line` of the panic.
 
 use super::report_format::DecodedReport;
-use super::signature::{panic_message, source_location};
+use super::signature::{collapse_whitespace, panic_message, source_location, truncate_chars};
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
@@ -89,8 +89,15 @@ pub fn extract(
         process,
         pid,
         source_line,
-        panic_line: message,
+        panic_line: message.or_else(|| first_line(text)),
     }
+}
+
+/// The first non-empty line, for panic texts without a `panic(` line
+/// (`iBoot Panic: ...`, `Attempting to forcibly halt cpu 1`).
+fn first_line(text: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    Some(truncate_chars(&collapse_whitespace(line), 300))
 }
 
 /// `2025-07-04 08:44:14.00 -0500` (the `.ips` header and body, `Date/Time:`).
