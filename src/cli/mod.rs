@@ -6,6 +6,12 @@ mod report_text;
 mod wizard;
 
 use clap::{Parser, Subcommand};
+
+pub mod ack;
+pub mod breaker;
+pub mod cadence;
+pub mod lock;
+pub mod panic_gate;
 use std::process::ExitCode;
 
 /// Exit codes shared by every subcommand (documented in `--help` and the README).
@@ -40,6 +46,16 @@ pub struct Cli {
 pub enum Command {
     /// Find and explain the kernel panics on this Mac (which ones Apple's GPU driver caused).
     Diagnose(diagnose::Args),
+    /// The cooldown verdict: exit 0 proceed, 2 cooldown or lockout, 3 the gate failed.
+    PanicGate(panic_gate::Args),
+    /// Acknowledge a lockout (valid 24 h; the 2 h cooldown after a panic still applies).
+    Ack(ack::Args),
+    /// The circuit breaker: status (exit 2 when tripped) or clear.
+    Breaker(breaker::Args),
+    /// Check-and-mark a model load across processes: exit 0 clear (marked), 2 too soon.
+    Cadence(cadence::Args),
+    /// The MLX process lock: status, run LABEL -- CMD..., release [--force].
+    Lock(lock::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -57,5 +73,10 @@ pub fn run() -> ExitCode {
     match cli.command {
         None => wizard::run(),
         Some(Command::Diagnose(args)) => diagnose::run(args),
+        Some(Command::PanicGate(a)) => panic_gate::run(a),
+        Some(Command::Ack(a)) => ack::run(a),
+        Some(Command::Breaker(a)) => breaker::run(a),
+        Some(Command::Cadence(a)) => cadence::run(a),
+        Some(Command::Lock(a)) => lock::run(a),
     }
 }

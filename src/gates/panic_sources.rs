@@ -1,0 +1,91 @@
+//! Where the verdict's panics come from: the panic reports on disk (through
+//! `forensics`, every IOGPU signature, `.panic` and `.ips` alike) and the
+//! de-duplicated ledger `~/.cache/metal-guard/panics.jsonl`, which keeps a
+//! panic after its report has rotated away.
+
+use super::cooldown::{check_listable, GateError, PanicEvent};
+use super::timefmt;
+use crate::forensics::{panic_ledger, scan_reports, ReportScan};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// IOGPU panics in `dirs` newer than `since`. A report without a time of its
+/// own is placed at its file's modification time. A directory that exists
+/// but cannot be listed is an error: a panic could be hiding in it. IOGPU
+/// reports found are recorded in the ledger at `ledger` (de-duplicated), so
+/// they keep counting after the report files rotate away.
+pub fn reports_since(
+    dirs: &[PathBuf],
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+    ledger: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<PanicEvent>, GateError> {
+    for d in dirs {
+        check_listable(d)?;
+    }
+    let outcome = scan_reports(&ReportScan {
+        dirs: dirs.to_vec(),
+        since: Some(since),
+    });
+    let iogpu: Vec<_> = outcome.iogpu_reports().cloned().collect();
+    if !iogpu.is_empty() {
+        match panic_ledger::ingest(ledger, &iogpu, now) {
+            Ok(o) => warnings.extend(o.warnings),
+            Err(e) => warnings.push(format!(
+                "metal-guard: warning: could not record panics in {} ({e})",
+                ledger.display()
+            )),
+        }
+    }
+    let mut events = Vec::new();
+    for report in &outcome.reports {
+        let Some(signature) = report.signature else {
+            continue;
+        };
+        let time = report.time.or_else(|| {
+            std::fs::metadata(&report.file)
+                .ok()
+                .and_then(|m| timefmt::mtime(&m))
+        });
+        let Some(time) = time else {
+            warnings.push(format!(
+                "metal-guard: warning: {} is an IOGPU panic with no readable time; it is not counted",
+                report.file.display()
+            ));
+            continue;
+        };
+        if time < since {
+            continue;
+        }
+        events.push(PanicEvent {
+            time,
+            signature: signature.as_str().to_string(),
+            source: report.file.display().to_string(),
+        });
+    }
+    Ok(events)
+}
+
+/// Panics recorded in the ledger newer than `since` (a missing ledger is
+/// simply empty; damaged lines are warnings).
+pub fn ledger_since(
+    path: &Path,
+    since: OffsetDateTime,
+    warnings: &mut Vec<String>,
+) -> Vec<PanicEvent> {
+    let (recorded, w) = panic_ledger::recorded_panics(path);
+    warnings.extend(w);
+    recorded
+        .into_iter()
+        .filter(|p| p.time >= since)
+        .map(|p| PanicEvent {
+            time: p.time,
+            signature: p.signature.unwrap_or_else(|| "iogpu_other".to_string()),
+            source: p
+                .source_file
+                .map(|f| format!("{f} (ledger)"))
+                .unwrap_or_else(|| format!("{} (ledger)", path.display())),
+        })
+        .collect()
+}

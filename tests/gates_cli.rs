@@ -1,0 +1,335 @@
+//! End-to-end tests of the gate commands as a user runs them: a temporary
+//! HOME, real report folders, real processes racing.
+
+use metal_guard::forensics::{scan_reports, ReportScan};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use time::macros::format_description;
+use time::{Duration, OffsetDateTime};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_metal-guard")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/panics")
+}
+
+/// A command with a private HOME and none of the caller's metal-guard settings.
+fn mg(home: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.env("HOME", home)
+        .env_remove("MLX_LOCK_PATH")
+        .env_remove("METALGUARD_PANIC_REPORT_DIRS")
+        .env_remove("METALGUARD_BREADCRUMB_PATH");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("METALGUARD_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn apple_time(t: OffsetDateTime) -> String {
+    t.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].00 +0000"
+    ))
+    .unwrap()
+}
+
+/// Copies an `.ips` fixture with its timestamps (header `timestamp`, body
+/// `date`) moved to `when`, by text replacement: verbatim reports are not
+/// always strict JSON.
+fn ips_at(fixture: &str, dest: &Path, when: OffsetDateTime) -> PathBuf {
+    let mut text = std::fs::read_to_string(fixtures().join(fixture)).unwrap();
+    let head: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let stamp = head["timestamp"].as_str().unwrap().to_string();
+    text = text.replace(&stamp, &apple_time(when));
+    for key in ["\"date\" : \"", "\"date\":\""] {
+        if let Some(start) = text.find(key) {
+            let from = start + key.len();
+            let end = from + text[from..].find('"').unwrap();
+            text.replace_range(from..end, &apple_time(when));
+        }
+    }
+    let name = format!(
+        "Kernel-{}.ips",
+        when.format(format_description!(
+            "[year]-[month]-[day]-[hour][minute][second]"
+        ))
+        .unwrap()
+    );
+    let path = dest.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn gate_json(home: &Path, reports: &Path) -> (i32, serde_json::Value) {
+    let out = mg(home)
+        .args(["panic-gate", "--json", "--reports"])
+        .arg(reports)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap(), v)
+}
+
+#[test]
+fn one_iogpu_ips_panic_an_hour_ago_blocks() {
+    let home = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let hour_ago = OffsetDateTime::now_utc() - Duration::hours(1);
+    ips_at(
+        "64-ips-reconstructed-iogpu-completememory-550-mlx3186-ronm92130.ips",
+        reports.path(),
+        hour_ago,
+    );
+    let (code, v) = gate_json(home.path(), reports.path());
+    assert_eq!(code, 2, "{v:#}");
+    assert_eq!(v["exit_code"], 2);
+    assert_eq!(v["recent_panics_24h"], 1);
+    assert_eq!(v["recent_panics_72h"], 1);
+    assert!(v["cooldown_until"].is_string());
+    assert!(v["reason"].as_str().unwrap().contains("cooldown"));
+    // The human form says why, until when and how to clear.
+    let out = mg(home.path())
+        .args(["panic-gate", "--reports"])
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("why:") && text.contains("until:") && text.contains("to clear:"),
+        "{text}"
+    );
+    // The panic was recorded in the ledger, so it keeps counting after the report rotates away.
+    std::fs::remove_dir_all(reports.path()).unwrap();
+    std::fs::create_dir(reports.path()).unwrap();
+    let (code, _) = gate_json(home.path(), reports.path());
+    assert_eq!(code, 2);
+    // The switch turns the gate off.
+    let out = mg(home.path())
+        .env("METALGUARD_PANIC_GATE_DISABLED", "1")
+        .args(["panic-gate", "--reports"])
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn non_iogpu_panics_an_hour_ago_proceed() {
+    let home = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let hour_ago = OffsetDateTime::now_utc() - Duration::hours(1);
+    ips_at(
+        "60-ips-verbatim-panic-base-socd-halt-godot106106.ips",
+        reports.path(),
+        hour_ago,
+    );
+    // The text negatives, stripped of their own dates so their time is the
+    // file's modification time: an hour ago too.
+    let mut n = 0;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.contains("-neg-") || !name.ends_with(".txt") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                let t = l.trim_start();
+                !t.starts_with("Date/Time:") && !t.starts_with("Calendar:")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dest = reports.path().join(format!("panic-full-neg{n}.panic"));
+        std::fs::write(&dest, kept).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&dest)
+            .unwrap()
+            .set_modified((hour_ago).into())
+            .unwrap();
+        n += 1;
+    }
+    assert!(n >= 5);
+    // The reports are seen, are an hour old, and none is IOGPU.
+    let outcome = scan_reports(&ReportScan {
+        dirs: vec![reports.path().to_path_buf()],
+        since: Some(hour_ago - Duration::hours(2)),
+    });
+    let recent: Vec<_> = outcome
+        .reports
+        .iter()
+        .filter(|r| {
+            r.time
+                .is_some_and(|t| (t - hour_ago).abs() < Duration::minutes(5))
+        })
+        .collect();
+    assert!(recent.len() >= 2, "{:#?}", outcome);
+    assert!(outcome.reports.iter().all(|r| !r.is_iogpu()));
+    let (code, v) = gate_json(home.path(), reports.path());
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["recent_panics_72h"], 0);
+}
+
+#[test]
+fn unreadable_report_folder_fails_the_gate_with_3() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return; // root lists any folder
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = mg(home.path())
+        .args(["panic-gate", "--reports"])
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
+
+fn race(home: &Path, n: usize, args: &[&str]) -> Vec<Output> {
+    // Start all, then collect: they run concurrently.
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            mg(home)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+#[test]
+fn eight_racing_cadence_checks_admit_exactly_one_twenty_times() {
+    for round in 0..20 {
+        let home = tempfile::tempdir().unwrap();
+        let model = format!("mlx-community/fresh-model-{round}");
+        let outs = race(home.path(), 8, &["cadence", &model]);
+        let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+        assert_eq!(
+            codes.iter().filter(|&&c| c == 0).count(),
+            1,
+            "round {round}: {codes:?}"
+        );
+        assert_eq!(
+            codes.iter().filter(|&&c| c == 2).count(),
+            7,
+            "round {round}: {codes:?}"
+        );
+        let file = home.path().join(".cache/metal-guard/cadence.json");
+        let map: std::collections::BTreeMap<String, f64> =
+            serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        assert_eq!(map.len(), 1);
+    }
+}
+
+#[test]
+fn eight_racing_lock_runs_admit_exactly_one_twenty_times() {
+    for round in 0..20 {
+        let home = tempfile::tempdir().unwrap();
+        // The holder keeps the lock long enough for every racer to try.
+        let outs = race(home.path(), 8, &["lock", "run", "race", "--", "sleep", "1"]);
+        let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+        assert_eq!(
+            codes.iter().filter(|&&c| c == 0).count(),
+            1,
+            "round {round}: {codes:?}"
+        );
+        assert_eq!(
+            codes.iter().filter(|&&c| c == 2).count(),
+            7,
+            "round {round}: {codes:?}"
+        );
+        let record = home.path().join(".metal-guard/locks/mlx_exclusive.lock");
+        assert!(!record.exists(), "the holder removes its record");
+    }
+}
+
+#[test]
+fn lock_release_force_stops_a_live_holder_and_a_crash_frees_the_lock() {
+    let home = tempfile::tempdir().unwrap();
+    let mut holder = mg(home.path())
+        .args(["lock", "run", "long", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let record = home.path().join(".metal-guard/locks/mlx_exclusive.lock");
+    for _ in 0..100 {
+        if record.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = mg(home.path()).args(["lock", "status"]).output().unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("long"));
+    let refused = mg(home.path()).args(["lock", "release"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let forced = mg(home.path())
+        .args(["lock", "release", "--force", "--grace-sec", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        forced.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let st = holder.wait().unwrap();
+    assert!(!st.success());
+    assert!(!record.exists());
+
+    // A holder killed with SIGKILL frees the lock by itself (the kernel drops it).
+    let mut holder = mg(home.path())
+        .args(["lock", "run", "crash", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if record.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid: i64 = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&record).unwrap())
+        .unwrap()["child_pid"]
+        .as_i64()
+        .unwrap_or(0);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The child (sleep) still holds the inherited lock: kill it too, as a crash would.
+    if pid > 0 {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let ok = mg(home.path())
+        .args(["lock", "run", "next", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
