@@ -18,6 +18,9 @@ _EXPORTS = {
     "CadenceViolation": "cadence",
     "CrossModelCadenceViolation": "cadence",
     "require_cadence_clear": "cadence",
+    "CircuitBreaker": "breaker",
+    "MLXCooldownActive": "breaker",
+    "parse_panic_reports": "forensics",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

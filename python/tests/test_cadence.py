@@ -77,6 +77,7 @@ class RequireCadenceClearTest(IsolatedStateTest):
         ]
         for child in children:
             child.stdin.close()
+            child.stdin = None  # communicate() below only reads
         answers = []
         for child in children:
             out, err = child.communicate(timeout=60)

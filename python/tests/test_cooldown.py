@@ -13,14 +13,16 @@ from support import PANICS, IsolatedStateTest
 RECENT_IPS_SOURCE = "64-ips-reconstructed-iogpu-completememory-550-mlx3186-ronm92130.ips"
 
 
-def write_recent_panic(reports_dir, minutes_ago, name="recent.ips"):
-    """A copy of a real IOGPU .ips fixture whose header says it happened `minutes_ago`."""
+def write_recent_panic(reports_dir, minutes_ago):
+    """A copy of a real IOGPU .ips fixture whose header says it happened `minutes_ago`,
+    named the way macOS names panic reports (discovery goes by name)."""
     with open(os.path.join(PANICS, RECENT_IPS_SOURCE), encoding="utf-8") as fh:
         text = fh.read()
     when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=minutes_ago)
     stamp = when.strftime("%Y-%m-%d %H:%M:%S.00 +0000")
     text, count = re.subn(r'"timestamp":"[^"]*"', '"timestamp":"%s"' % stamp, text, count=1)
     assert count == 1, "the .ips fixture has no header timestamp"
+    name = when.strftime("panic-full-%Y-%m-%d-%H%M%S.000.ips")
     with open(os.path.join(reports_dir, name), "w", encoding="utf-8") as fh:
         fh.write(text)
     return when
