@@ -11,6 +11,7 @@ pub mod ack;
 pub mod breaker;
 pub mod cadence;
 pub mod lock;
+pub mod models;
 pub mod panic_gate;
 use std::process::ExitCode;
 
@@ -56,6 +57,8 @@ pub enum Command {
     Cadence(cadence::Args),
     /// The MLX process lock: status, run LABEL -- CMD..., release [--force].
     Lock(lock::Args),
+    /// Known panic models and version advisories (exit 2 for a panic-tier model).
+    Models(models::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -78,5 +81,6 @@ pub fn run() -> ExitCode {
         Some(Command::Breaker(a)) => breaker::run(a),
         Some(Command::Cadence(a)) => cadence::run(a),
         Some(Command::Lock(a)) => lock::run(a),
+        Some(Command::Models(a)) => models::run(a),
     }
 }

@@ -1,1 +1,0 @@
-//! The known-panic-model registry and version advisories, compiled in.
