@@ -21,6 +21,8 @@ _EXPORTS = {
     "CircuitBreaker": "breaker",
     "MLXCooldownActive": "breaker",
     "parse_panic_reports": "forensics",
+    "check_known_panic_model": "registry",
+    "warn_if_known_panic_model": "registry",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
