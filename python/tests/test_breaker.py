@@ -14,8 +14,8 @@ class CircuitBreakerTest(IsolatedStateTest):
         self.assertIsNone(metal_guard.CircuitBreaker().check())
 
     def test_two_panics_within_the_hour_trip_it(self):
-        write_recent_panic(self.reports, minutes_ago=20)
-        write_recent_panic(self.reports, minutes_ago=10)
+        write_recent_panic(self.reports, minutes_ago=20.5)
+        write_recent_panic(self.reports, minutes_ago=10.5)
         with self.assertRaises(metal_guard.MLXCooldownActive) as caught:
             metal_guard.CircuitBreaker().check()
         active = caught.exception
@@ -27,7 +27,7 @@ class CircuitBreakerTest(IsolatedStateTest):
         self.assertIn("breaker clear", str(active))
 
     def test_one_panic_does_not_trip_it(self):
-        write_recent_panic(self.reports, minutes_ago=10)
+        write_recent_panic(self.reports, minutes_ago=10.5)
         self.assertIsNone(metal_guard.CircuitBreaker().check())
 
     def test_other_policies_are_refused_not_ignored(self):

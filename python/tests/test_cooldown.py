@@ -15,7 +15,8 @@ RECENT_IPS_SOURCE = "64-ips-reconstructed-iogpu-completememory-550-mlx3186-ronm9
 
 def write_recent_panic(reports_dir, minutes_ago):
     """A copy of a real IOGPU .ips fixture whose header says it happened `minutes_ago`,
-    named the way macOS names panic reports (discovery goes by name)."""
+    named the way macOS names panic reports (discovery goes by name). Use a
+    half minute: verdict reasons say "30 min ago", stable for 30 s either way."""
     with open(os.path.join(PANICS, RECENT_IPS_SOURCE), encoding="utf-8") as fh:
         text = fh.read()
     when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=minutes_ago)
@@ -50,7 +51,7 @@ class EvaluatePanicCooldownTest(IsolatedStateTest):
         self.assert_matches_cli(verdict)
 
     def test_one_recent_panic_gives_a_cooldown_until_a_utc_time(self):
-        when = write_recent_panic(self.reports, minutes_ago=30)
+        when = write_recent_panic(self.reports, minutes_ago=30.5)
         verdict = metal_guard.evaluate_panic_cooldown()
         self.assertEqual(verdict.exit_code, 2, verdict.reason)
         self.assertTrue(verdict.blocked)
@@ -63,7 +64,7 @@ class EvaluatePanicCooldownTest(IsolatedStateTest):
         self.assert_matches_cli(verdict)
 
     def test_kill_switch_proceeds(self):
-        write_recent_panic(self.reports, minutes_ago=30)
+        write_recent_panic(self.reports, minutes_ago=30.5)
         os.environ["METALGUARD_PANIC_GATE_DISABLED"] = "1"
         verdict = metal_guard.evaluate_panic_cooldown()
         self.assertEqual(verdict.exit_code, 0, verdict.reason)
