@@ -2,7 +2,9 @@
 //! Apple SDK (see `docs/macos.md`):
 //!
 //! - system symbols resolve against the text-based stubs in `macos-stubs/`
-//!   (install names and symbol names only), found through `-L` / `-F`;
+//!   (install names and symbol names only), found through `-F` (frameworks)
+//!   and `-L` (plain libraries, should one ever be linked directly: today the
+//!   Objective-C and Blocks runtimes are reached through `dlsym`);
 //! - Metal is weak-linked (`LC_LOAD_WEAK_DYLIB`), so a process without it
 //!   still starts, and is named only here: a `#[link(kind = "framework")]`
 //!   attribute anywhere would make the link strong;
@@ -22,8 +24,9 @@ fn main() {
     if target_os != "macos" {
         return;
     }
-    let stubs = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("macos-stubs");
+    let stubs =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join("macos-stubs");
     println!("cargo:rustc-link-search=native={}", stubs.display());
     println!("cargo:rustc-link-search=framework={}", stubs.display());
     println!("cargo:rustc-cdylib-link-arg=-weak_framework");

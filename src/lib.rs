@@ -11,6 +11,11 @@ pub mod engine;
 pub mod forensics;
 pub mod gates;
 pub mod hardware;
+pub mod iogpu_kext;
+pub mod launch_gate;
 pub mod paths;
+pub mod process_footprint;
 pub mod registry;
 pub mod state;
+#[cfg(target_os = "macos")]
+pub mod sysctl_macos;

@@ -12,19 +12,19 @@
 //! for that and return null, which is what Metal returns on a Mac without a
 //! usable GPU.
 //!
-//! Integration point with the guard: once the hook installer of
-//! `metal_guard_inject` lands (the function the Linux `LD_PRELOAD` entry
-//! points call with the devices the driver returned), both replacements
-//! hand it the device(s) before returning. Until then they pass the
-//! original's result through unchanged.
+//! Both replacements hand what Metal returned to `device_entry`, the same
+//! hook installer the Linux `LD_PRELOAD` entry points call, then return it
+//! unchanged.
 
+use crate::device_entry;
+use crate::objc_runtime::Id;
 use std::ffi::c_void;
 
 extern "C" {
     // Resolved against `macos-stubs/Metal.framework/Metal.tbd`; linked weakly
     // by `-weak_framework Metal` in build.rs, never by a `#[link]` attribute.
-    fn MTLCreateSystemDefaultDevice() -> *mut c_void;
-    fn MTLCopyAllDevices() -> *mut c_void;
+    fn MTLCreateSystemDefaultDevice() -> Id;
+    fn MTLCopyAllDevices() -> Id;
 }
 
 /// dyld's tuple layout (`<mach-o/dyld-interposing.h>`); plain pointers,
@@ -55,7 +55,9 @@ static INTERPOSE: [InterposeTuple; 2] = [
     },
 ];
 
-type DeviceEntry = unsafe extern "C" fn() -> *mut c_void;
+/// Metal's entry points; "C-unwind" so an Objective-C exception raised inside
+/// Metal passes through our frame to the caller exactly as it would without us.
+type DeviceEntry = unsafe extern "C-unwind" fn() -> Id;
 
 /// The real Metal function of tuple `index`, or `None` when Metal was not loaded.
 fn original(index: usize) -> Option<DeviceEntry> {
@@ -72,19 +74,25 @@ fn original(index: usize) -> Option<DeviceEntry> {
 }
 
 /// Replaces `MTLCreateSystemDefaultDevice` in every image but ours.
-extern "C" fn guarded_create_system_default_device() -> *mut c_void {
-    match original(CREATE_SYSTEM_DEFAULT_DEVICE) {
-        // SAFETY: the pointer is Metal's own entry point (see `original`).
-        Some(real) => unsafe { real() },
-        None => std::ptr::null_mut(),
-    }
+extern "C-unwind" fn guarded_create_system_default_device() -> Id {
+    let Some(real) = original(CREATE_SYSTEM_DEFAULT_DEVICE) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the pointer is Metal's own entry point (see `original`).
+    let device = unsafe { real() };
+    // Catches its own panics: nothing unwinds into the caller from here.
+    device_entry::on_device_created(device);
+    device
 }
 
 /// Replaces `MTLCopyAllDevices` in every image but ours.
-extern "C" fn guarded_copy_all_devices() -> *mut c_void {
-    match original(COPY_ALL_DEVICES) {
-        // SAFETY: the pointer is Metal's own entry point (see `original`).
-        Some(real) => unsafe { real() },
-        None => std::ptr::null_mut(),
-    }
+extern "C-unwind" fn guarded_copy_all_devices() -> Id {
+    let Some(real) = original(COPY_ALL_DEVICES) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the pointer is Metal's own entry point (see `original`).
+    let devices = unsafe { real() };
+    // Catches its own panics: nothing unwinds into the caller from here.
+    device_entry::on_devices_copied(devices);
+    devices
 }

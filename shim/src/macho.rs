@@ -640,6 +640,15 @@ impl<'a> MachO<'a> {
         }
     }
 
+    /// The embedded code signature without re-hashing the code pages: flags,
+    /// team, platform and entitlements only (the launcher's per-start check).
+    pub fn code_signature_without_page_hashes(&self) -> Result<Option<CodeSignature>, MachOError> {
+        match self.code_signature {
+            Some(r) => codesign::parse_without_page_hashes(self.data, r).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Names of undefined symbols in the symbol table with the library
     /// ordinal from `n_desc` (two-level namespace), for images without binds.
     pub fn undefined_symbols(&self) -> Result<Vec<(String, LibraryOrdinal)>, MachOError> {

@@ -3,6 +3,7 @@
 
 mod diagnose;
 mod report_text;
+mod run;
 mod wizard;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,8 @@ pub struct Cli {
 pub enum Command {
     /// Find and explain the kernel panics on this Mac (which ones Apple's GPU driver caused).
     Diagnose(diagnose::Args),
+    /// Run a command with the GPU guard injected and the cooldown gate checked (`mlx-safe-python` for any program).
+    Run(run::Args),
     /// The cooldown verdict: exit 0 proceed, 2 cooldown or lockout, 3 the gate failed.
     PanicGate(panic_gate::Args),
     /// Acknowledge a lockout (valid 24 h; the 2 h cooldown after a panic still applies).
@@ -76,6 +79,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         None => wizard::run(),
         Some(Command::Diagnose(args)) => diagnose::run(args),
+        Some(Command::Run(args)) => run::run(args),
         Some(Command::PanicGate(a)) => panic_gate::run(a),
         Some(Command::Ack(a)) => ack::run(a),
         Some(Command::Breaker(a)) => breaker::run(a),

@@ -2,3 +2,17 @@
 //! ceiling, cadence, teardown watermark) with an injected clock, so the
 //! injected library stays a thin layer of hooks and every rule is unit-tested
 //! here.
+//!
+//! "Injected clock" means every time-dependent call takes `now_ns`, a
+//! monotonic nanosecond count the caller reads (the interposer uses
+//! `CLOCK_MONOTONIC`); nothing here reads a clock itself.
+
+pub mod cadence;
+pub mod ceiling;
+pub mod commit_gate;
+pub mod config;
+pub mod ledger;
+pub mod watermark;
+
+/// Nanoseconds in one second, for callers converting configuration values.
+pub const NS_PER_SEC: u64 = 1_000_000_000;

@@ -2,4 +2,5 @@
 //! versioned JSON and tolerant reads that warn and reset instead of crashing.
 
 pub mod atomic_file;
+pub mod durable_sync;
 pub mod tolerant_json;

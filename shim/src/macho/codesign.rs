@@ -46,6 +46,9 @@ pub enum HashCheck {
     Mismatch { page: u32 },
     /// A hash type we do not verify (only SHA-256 is checked).
     NotChecked { hash_type: u8 },
+    /// The caller asked not to re-hash the pages (the launcher reads flags and
+    /// entitlements on every start and cannot afford hashing a whole interpreter).
+    Skipped,
 }
 
 /// One CodeDirectory.
@@ -141,6 +144,23 @@ fn plist_key_is_true(xml: &str, key: &str) -> bool {
 
 /// Parses the SuperBlob at `range` and re-hashes the pages of `image`.
 pub(crate) fn parse(image: &[u8], range: LinkeditRange) -> Result<CodeSignature, MachOError> {
+    parse_with(image, range, true)
+}
+
+/// Parses the SuperBlob at `range` without re-hashing the pages
+/// (every CodeDirectory's `hashes` is [`HashCheck::Skipped`]).
+pub(crate) fn parse_without_page_hashes(
+    image: &[u8],
+    range: LinkeditRange,
+) -> Result<CodeSignature, MachOError> {
+    parse_with(image, range, false)
+}
+
+fn parse_with(
+    image: &[u8],
+    range: LinkeditRange,
+    verify_pages: bool,
+) -> Result<CodeSignature, MachOError> {
     let blob = Bytes::new(Bytes::new(image).slice(
         range.offset as usize,
         range.size as usize,
@@ -178,7 +198,7 @@ pub(crate) fn parse(image: &[u8], range: LinkeditRange) -> Result<CodeSignature,
                         "slot {slot:#x} holds {blob_magic:#010x}, not a CodeDirectory"
                     )));
                 }
-                let cd = parse_code_directory(&body, image)?;
+                let cd = parse_code_directory(&body, image, verify_pages)?;
                 if slot == CSSLOT_CODEDIRECTORY {
                     primary_found = true;
                     sig.code_directories.insert(0, cd);
@@ -209,7 +229,11 @@ pub(crate) fn parse(image: &[u8], range: LinkeditRange) -> Result<CodeSignature,
     Ok(sig)
 }
 
-fn parse_code_directory(cd: &Bytes<'_>, image: &[u8]) -> Result<CodeDirectory, MachOError> {
+fn parse_code_directory(
+    cd: &Bytes<'_>,
+    image: &[u8],
+    verify_pages: bool,
+) -> Result<CodeDirectory, MachOError> {
     let what = "CodeDirectory";
     let version = cd.u32_be(8, what)?;
     let flags = cd.u32_be(12, what)?;
@@ -246,7 +270,9 @@ fn parse_code_directory(cd: &Bytes<'_>, image: &[u8]) -> Result<CodeDirectory, M
     } else {
         None
     };
-    let hashes = if hash_type == CS_HASHTYPE_SHA256 && hash_size == 32 {
+    let hashes = if !verify_pages {
+        HashCheck::Skipped
+    } else if hash_type == CS_HASHTYPE_SHA256 && hash_size == 32 {
         check_pages(
             cd,
             image,

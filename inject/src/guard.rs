@@ -1,0 +1,497 @@
+//! `Guard`: the process-wide state the hooks consult. Policy comes from
+//! `metal_guard::engine`; this type wires it to the clock, the breadcrumb
+//! sink, the command-buffer bookkeeping and the reaper.
+
+use crate::breadcrumb_sink::{BreadcrumbSink, Event};
+use crate::command_buffer_table::CommandBufferTable;
+use crate::cross_process_cadence;
+use crate::depth;
+use crate::reaper::Reaper;
+use metal_guard::engine::cadence::{decide, BurstDetector, CadenceDecision, CadenceMode};
+use metal_guard::engine::ceiling::{CeilingVerdict, SizeCeiling};
+use metal_guard::engine::commit_gate::CommitGate;
+use metal_guard::engine::config::{GuardConfig, Mode, TestFault};
+use metal_guard::engine::ledger::AllocationLedger;
+use metal_guard::engine::watermark::CommandBufferWatermark;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static GUARD: OnceLock<&'static Guard> = OnceLock::new();
+
+/// The guard, once the constructor created it (`None`: disabled or not yet loaded).
+#[inline]
+pub fn guard() -> Option<&'static Guard> {
+    GUARD.get().copied()
+}
+
+/// Creates the process's guard (constructor; later calls return the first).
+pub fn init(config: GuardConfig) -> &'static Guard {
+    GUARD.get_or_init(|| Box::leak(Box::new(Guard::new(config))))
+}
+
+/// Counters for the summary line and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub allocations: AtomicU64,
+    pub refusals: AtomicU64,
+    pub retained_upgrades: AtomicU64,
+    pub commits_tracked: AtomicU64,
+    pub completions: AtomicU64,
+    pub deferred_removals: AtomicU64,
+    pub removal_batches: AtomicU64,
+    pub residency_noops: AtomicU64,
+    pub cadence_stalls: AtomicU64,
+    pub loads: AtomicU64,
+    pub unloads: AtomicU64,
+    pub hook_faults: AtomicU64,
+    pub waits: AtomicU64,
+}
+
+/// What an allocation hook does with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocDecision {
+    Proceed,
+    /// Return nil without calling the driver.
+    Refuse,
+}
+
+const NONE: u64 = u64::MAX;
+
+pub struct Guard {
+    pub config: GuardConfig,
+    pub ledger: AllocationLedger,
+    max_single: AtomicU64,
+    budget: AtomicU64,
+    load_bursts: BurstDetector,
+    unload_bursts: BurstDetector,
+    /// Monotonic ns of the previous load / unload start, +1 (0: never).
+    last_load: AtomicU64,
+    last_unload: AtomicU64,
+    load_open: AtomicBool,
+    unload_open: AtomicBool,
+    pub watermark: CommandBufferWatermark,
+    pub commit_gate: CommitGate,
+    pub command_buffers: CommandBufferTable,
+    pub sink: BreadcrumbSink,
+    pub stats: Stats,
+    pub reaper: Reaper,
+    epoch: Instant,
+    first_fault_reported: AtomicBool,
+}
+
+impl Guard {
+    pub(crate) fn new(config: GuardConfig) -> Self {
+        let sink = BreadcrumbSink::new(config.breadcrumb_path.clone(), config.breadcrumb_max_bytes);
+        Guard {
+            ledger: AllocationLedger::new(),
+            max_single: AtomicU64::new(NONE),
+            budget: AtomicU64::new(NONE),
+            load_bursts: BurstDetector::new(),
+            unload_bursts: BurstDetector::new(),
+            last_load: AtomicU64::new(0),
+            last_unload: AtomicU64::new(0),
+            load_open: AtomicBool::new(false),
+            unload_open: AtomicBool::new(false),
+            watermark: CommandBufferWatermark::new(),
+            commit_gate: CommitGate::new(),
+            command_buffers: CommandBufferTable::new(),
+            sink,
+            stats: Stats::default(),
+            reaper: Reaper::new(),
+            epoch: Instant::now(),
+            first_fault_reported: AtomicBool::new(false),
+            config,
+        }
+    }
+
+    /// Monotonic nanoseconds since the guard was created.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether levers act (defensive) or only report (observer).
+    #[inline]
+    pub fn acts(&self) -> bool {
+        self.config.mode == Mode::Defensive
+    }
+
+    pub fn mode_name(&self) -> &'static str {
+        match self.config.mode {
+            Mode::Defensive => "defensive",
+            Mode::Observer => "observer",
+        }
+    }
+
+    /// Fault injection for tests: panics inside the library when asked to.
+    #[inline]
+    pub fn maybe_inject_fault(&self, hook: &'static str) {
+        if self.config.test_fault == Some(TestFault::HookPanic) {
+            panic!("metal-guard test fault injected in hook {hook}");
+        }
+    }
+
+    /// A hook's policy panicked: the hook already fell back to the original.
+    pub fn on_hook_fault(&self, hook: &'static str) {
+        self.stats.hook_faults.fetch_add(1, Relaxed);
+        if !self.first_fault_reported.swap(true, Relaxed) {
+            // The first one is written durably: it may explain what follows.
+            self.sink.write_durable(
+                "GUARD_FAULT",
+                hook,
+                &[("action", "fell_back_to_original".into())],
+            );
+        } else {
+            self.sink.post(
+                Event::new("GUARD_FAULT", hook)
+                    .with("faults", self.stats.hook_faults.load(Relaxed)),
+            );
+        }
+    }
+
+    /// Sets the ceiling from the device's recommended working set.
+    pub fn set_working_set(&self, working_set: u64) {
+        let c = if self.config.ceiling_enabled {
+            SizeCeiling::resolve(
+                self.config.max_single_alloc,
+                self.config.max_live,
+                working_set,
+            )
+        } else {
+            SizeCeiling::UNLIMITED
+        };
+        self.max_single.store(c.max_single.unwrap_or(NONE), Relaxed);
+        self.budget.store(c.budget.unwrap_or(NONE), Relaxed);
+        self.sink.write_now(
+            "GUARD_CEILING",
+            self.mode_name(),
+            &[
+                ("working_set", working_set.to_string()),
+                ("max_single", opt(c.max_single)),
+                ("budget", opt(c.budget)),
+            ],
+            false,
+        );
+    }
+
+    #[inline]
+    fn ceiling(&self) -> SizeCeiling {
+        let f = |v: u64| (v != NONE).then_some(v);
+        SizeCeiling {
+            max_single: f(self.max_single.load(Relaxed)),
+            budget: f(self.budget.load(Relaxed)),
+        }
+    }
+
+    /// Policy before a device buffer allocation of `bytes`.
+    #[inline]
+    pub fn before_allocation(&self, bytes: u64, selector: &'static str) -> AllocDecision {
+        let verdict = self.ceiling().check(bytes, self.ledger.live_bytes());
+        if verdict.is_refusal() {
+            return self.refuse(verdict, selector);
+        }
+        if bytes >= self.config.burst.min_bytes {
+            let now = self.now_ns();
+            if let Some(_burst) = self.load_bursts.record(&self.config.burst, bytes, now) {
+                self.on_load_start(now);
+            }
+        }
+        AllocDecision::Proceed
+    }
+
+    /// Bookkeeping after the driver returned a buffer.
+    #[inline]
+    pub fn after_allocation(&self, bytes: u64) {
+        self.stats.allocations.fetch_add(1, Relaxed);
+        self.ledger.record_allocation(bytes, self.now_ns());
+    }
+
+    /// A buffer of `bytes` is being freed (its `dealloc`).
+    #[inline]
+    pub fn on_buffer_freed(&self, bytes: u64) {
+        self.ledger.record_free(bytes);
+        self.record_unload_event(bytes);
+    }
+
+    /// A residency removal of `bytes` was requested.
+    pub fn record_unload_event(&self, bytes: u64) {
+        if bytes >= self.config.burst.min_bytes {
+            let now = self.now_ns();
+            if self
+                .unload_bursts
+                .record(&self.config.burst, bytes, now)
+                .is_some()
+            {
+                self.on_unload_start(now);
+            }
+        }
+    }
+
+    fn refuse(&self, verdict: CeilingVerdict, selector: &'static str) -> AllocDecision {
+        self.stats.refusals.fetch_add(1, Relaxed);
+        let (rule, requested, limit, live) = match verdict {
+            CeilingVerdict::RefuseSingle { requested, limit } => (
+                "single_allocation",
+                requested,
+                limit,
+                self.ledger.live_bytes(),
+            ),
+            CeilingVerdict::RefuseBudget {
+                requested,
+                live,
+                budget,
+            } => ("live_budget", requested, budget, live),
+            CeilingVerdict::Allow => return AllocDecision::Proceed,
+        };
+        let fields = [
+            ("bytes", requested.to_string()),
+            ("limit", limit.to_string()),
+            ("live", live.to_string()),
+            ("rule", rule.to_string()),
+            ("selector", selector.to_string()),
+            ("mode", self.mode_name().to_string()),
+        ];
+        self.sink.write_durable(
+            metal_guard::breadcrumbs::TAG_PRE,
+            "allocation_refusal",
+            &fields,
+        );
+        let action = if self.acts() {
+            "returned_nil"
+        } else {
+            "observed_only"
+        };
+        eprintln!(
+            "metal-guard: {} a {} byte GPU allocation ({rule} limit {limit} bytes, {live} live); {}",
+            if self.acts() { "refused" } else { "would refuse" },
+            requested,
+            if self.acts() {
+                "MLX will raise its own RuntimeError. Raise the limit with METALGUARD_MAX_SINGLE_ALLOC_GB / METALGUARD_MAX_LIVE_GB or turn it off with METALGUARD_CEILING=off."
+            } else {
+                "observer mode: allocating anyway."
+            }
+        );
+        self.sink.write_durable(
+            metal_guard::breadcrumbs::TAG_POST,
+            "allocation_refusal",
+            &[("action", action.to_string())],
+        );
+        if self.acts() {
+            AllocDecision::Refuse
+        } else {
+            AllocDecision::Proceed
+        }
+    }
+
+    fn since(&self, stamp: &AtomicU64, now: u64) -> Option<u64> {
+        match stamp.load(Relaxed) {
+            0 => None,
+            t => Some(now.saturating_sub(t - 1)),
+        }
+    }
+
+    fn on_load_start(&self, now: u64) {
+        self.stats.loads.fetch_add(1, Relaxed);
+        let model = self
+            .config
+            .model_id
+            .clone()
+            .unwrap_or_else(|| "unknown".into());
+        self.sink.write_durable(
+            metal_guard::breadcrumbs::TAG_PRE,
+            "model_load",
+            &[
+                ("model", model.clone()),
+                ("live", self.ledger.live_bytes().to_string()),
+            ],
+        );
+        self.load_open.store(true, Relaxed);
+        let policy = self.config.cadence;
+        let mut decision = decide(
+            &policy,
+            self.since(&self.last_unload, now),
+            self.since(&self.last_load, now),
+        );
+        // Another process's load of the same model (cadence.json).
+        if let Some(id) = &self.config.model_id {
+            if let Some(wait) = cross_process_cadence::check_and_mark(id, &policy) {
+                let wait_ns = wait.as_nanos() as u64;
+                let stronger = match decision {
+                    CadenceDecision::Proceed => true,
+                    CadenceDecision::Warn { short_by_ns, .. }
+                    | CadenceDecision::Stall { short_by_ns, .. } => wait_ns > short_by_ns,
+                };
+                if stronger {
+                    decision = match policy.mode {
+                        CadenceMode::Wait => CadenceDecision::Stall {
+                            reason:
+                                metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
+                            wait_ns: wait_ns.min(policy.max_stall_ns),
+                            short_by_ns: wait_ns,
+                        },
+                        _ => CadenceDecision::Warn {
+                            reason:
+                                metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
+                            short_by_ns: wait_ns,
+                        },
+                    };
+                }
+            }
+        }
+        match decision {
+            CadenceDecision::Proceed => {}
+            CadenceDecision::Warn {
+                reason,
+                short_by_ns,
+            } => {
+                if policy.mode != CadenceMode::Off {
+                    eprintln!(
+                        "metal-guard: model load {:.1} s too soon ({}); METALGUARD_CADENCE=warn, not waiting.",
+                        short_by_ns as f64 / 1e9,
+                        reason.as_str()
+                    );
+                }
+                self.sink.write_now(
+                    "GUARD_CADENCE",
+                    "too_soon",
+                    &[
+                        ("reason", reason.as_str().into()),
+                        ("short_by_ms", (short_by_ns / 1_000_000).to_string()),
+                        ("action", "warned".into()),
+                    ],
+                    true,
+                );
+            }
+            CadenceDecision::Stall {
+                reason,
+                wait_ns,
+                short_by_ns,
+            } => {
+                let may_stall = self.acts() && !depth::is_completion_thread();
+                let action = if !self.acts() {
+                    "observed_only"
+                } else if !may_stall {
+                    "not_stalled_completion_thread"
+                } else {
+                    "stalled"
+                };
+                self.sink.write_now(
+                    "GUARD_CADENCE",
+                    "too_soon",
+                    &[
+                        ("reason", reason.as_str().into()),
+                        ("short_by_ms", (short_by_ns / 1_000_000).to_string()),
+                        ("wait_ms", (wait_ns / 1_000_000).to_string()),
+                        ("action", action.into()),
+                    ],
+                    true,
+                );
+                if may_stall {
+                    self.stats.cadence_stalls.fetch_add(1, Relaxed);
+                    eprintln!(
+                        "metal-guard: model load {:.1} s after the previous {}; waiting {:.1} s before it continues (METALGUARD_CADENCE=warn to only warn).",
+                        (match reason {
+                            metal_guard::engine::cadence::TooSoonReason::AfterUnload => policy.after_unload_interval_ns,
+                            metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel => policy.same_model_interval_ns,
+                        })
+                        .saturating_sub(short_by_ns) as f64
+                            / 1e9,
+                        match reason {
+                            metal_guard::engine::cadence::TooSoonReason::AfterUnload => "unload",
+                            metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel => "load of this model",
+                        },
+                        wait_ns as f64 / 1e9
+                    );
+                    std::thread::sleep(Duration::from_nanos(wait_ns));
+                    if let Some(id) = &self.config.model_id {
+                        let _ = cross_process_cadence::check_and_mark(id, &policy);
+                    }
+                }
+            }
+        }
+        self.last_load.store(self.now_ns() + 1, Relaxed);
+    }
+
+    fn on_unload_start(&self, now: u64) {
+        self.stats.unloads.fetch_add(1, Relaxed);
+        self.last_unload.store(now + 1, Relaxed);
+        if !self.unload_open.swap(true, Relaxed) {
+            self.sink.write_durable(
+                metal_guard::breadcrumbs::TAG_PRE,
+                "model_unload",
+                &[("live", self.ledger.live_bytes().to_string())],
+            );
+        }
+    }
+
+    /// Called by the writer thread when idle: closes the load/unload
+    /// sections once their bursts have gone quiet.
+    pub fn tick(&self) {
+        let now = self.now_ns();
+        let quiet = self.config.burst.quiet_ns;
+        let ended = |d: &BurstDetector| {
+            d.last_event_ns()
+                .is_some_and(|t| now.saturating_sub(t) >= quiet)
+        };
+        if self.load_open.load(Relaxed)
+            && ended(&self.load_bursts)
+            && self.load_open.swap(false, Relaxed)
+        {
+            self.sink.write_durable(
+                metal_guard::breadcrumbs::TAG_POST,
+                "model_load",
+                &[("live", self.ledger.live_bytes().to_string())],
+            );
+        }
+        if self.unload_open.load(Relaxed)
+            && ended(&self.unload_bursts)
+            && self.unload_open.swap(false, Relaxed)
+        {
+            // An unload keeps `last_unload` at its latest burst event.
+            if let Some(t) = self.unload_bursts.last_event_ns() {
+                self.last_unload.fetch_max(t + 1, Relaxed);
+            }
+            self.sink.write_durable(
+                metal_guard::breadcrumbs::TAG_POST,
+                "model_unload",
+                &[("live", self.ledger.live_bytes().to_string())],
+            );
+        }
+    }
+
+    /// The closing summary (exit).
+    pub fn write_summary(&self) {
+        let s = &self.stats;
+        let l = self.ledger.snapshot();
+        let v = |a: &AtomicU64| a.load(Relaxed).to_string();
+        self.sink.write_now(
+            "GUARD_SUMMARY",
+            self.mode_name(),
+            &[
+                ("allocations", v(&s.allocations)),
+                ("refusals", v(&s.refusals)),
+                ("retained_upgrades", v(&s.retained_upgrades)),
+                ("commits", v(&s.commits_tracked)),
+                ("completions", v(&s.completions)),
+                ("deferred_removals", v(&s.deferred_removals)),
+                ("removal_batches", v(&s.removal_batches)),
+                ("residency_noops", v(&s.residency_noops)),
+                ("loads", v(&s.loads)),
+                ("unloads", v(&s.unloads)),
+                ("cadence_stalls", v(&s.cadence_stalls)),
+                ("hook_faults", v(&s.hook_faults)),
+                ("waits", v(&s.waits)),
+                ("peak_bytes", l.peak_bytes.to_string()),
+                ("largest", l.largest.to_string()),
+                ("live_bytes", l.live_bytes.to_string()),
+                ("in_flight", self.watermark.in_flight().to_string()),
+            ],
+            true,
+        );
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "none".into(), |b| b.to_string())
+}

@@ -1,0 +1,115 @@
+//! The original IMP of every hooked (class, selector), and the install step
+//! that hooks a concrete class once.
+//!
+//! One `HookSlot` per hooked selector holds the (class, original IMP) pairs
+//! for the concrete classes seen so far. Written only under the install
+//! lock; read lock-free on the hot path (acquire on the length).
+
+use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, SwizzleError};
+use std::ffi::{c_void, CStr};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+use std::sync::Mutex;
+
+/// Concrete classes per selector we can hook (Metal has one per GPU family,
+/// plus debug-layer wrappers).
+pub const MAX_CLASSES_PER_SELECTOR: usize = 16;
+/// Deepest superclass walk when an instance of a subclass reaches a hook.
+const MAX_SUPERCLASS_WALK: usize = 32;
+
+pub struct HookSlot {
+    pub selector: &'static CStr,
+    classes: [AtomicPtr<c_void>; MAX_CLASSES_PER_SELECTOR],
+    originals: [AtomicPtr<c_void>; MAX_CLASSES_PER_SELECTOR],
+    len: AtomicUsize,
+}
+
+impl HookSlot {
+    pub const fn new(selector: &'static CStr) -> Self {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const NULL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+        Self {
+            selector,
+            classes: [NULL; MAX_CLASSES_PER_SELECTOR],
+            originals: [NULL; MAX_CLASSES_PER_SELECTOR],
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    fn find(&self, cls: Class) -> Option<Imp> {
+        let n = self.len.load(Acquire);
+        (0..n)
+            .find(|&i| self.classes[i].load(Relaxed) == cls)
+            .map(|i| self.originals[i].load(Relaxed) as Imp)
+    }
+
+    /// Whether `cls` itself was hooked for this selector.
+    pub fn contains(&self, cls: Class) -> bool {
+        self.find(cls).is_some()
+    }
+
+    /// Only under `INSTALL_LOCK`: a single writer.
+    fn record(&self, cls: Class, original: Imp) -> bool {
+        let n = self.len.load(Acquire);
+        if n == MAX_CLASSES_PER_SELECTOR {
+            return false;
+        }
+        self.originals[n].store(original as *mut c_void, Relaxed);
+        self.classes[n].store(cls, Relaxed);
+        self.len.store(n + 1, Release);
+        true
+    }
+
+    /// The original IMP to call for `obj`: its class's entry, or the nearest
+    /// hooked superclass's (an instance of a subclass that inherits our hook).
+    #[inline]
+    pub fn original_for(&self, rt: &ObjcRuntime, obj: Id) -> Option<Imp> {
+        let mut cls = rt.class_of(obj);
+        for _ in 0..MAX_SUPERCLASS_WALK {
+            if cls.is_null() {
+                return None;
+            }
+            if let Some(imp) = self.find(cls) {
+                return Some(imp);
+            }
+            cls = rt.superclass(cls);
+        }
+        None
+    }
+}
+
+static INSTALL_LOCK: Mutex<()> = Mutex::new(());
+
+/// What one install attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallOutcome {
+    Installed,
+    /// This class was hooked before (each class once).
+    AlreadyInstalled,
+    /// The class inherits the hook from a hooked superclass.
+    CoveredBySuperclass,
+    /// The class does not implement the selector.
+    NotImplemented,
+    TableFull,
+}
+
+/// Hooks `slot.selector` on `cls` with `hook` unless already done.
+pub fn install(rt: &ObjcRuntime, cls: Class, slot: &HookSlot, hook: Imp) -> InstallOutcome {
+    if cls.is_null() {
+        return InstallOutcome::NotImplemented;
+    }
+    let _lock = INSTALL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.contains(cls) {
+        return InstallOutcome::AlreadyInstalled;
+    }
+    let sel = rt.sel(slot.selector);
+    if !rt.responds(cls, sel) {
+        return InstallOutcome::NotImplemented;
+    }
+    match rt.override_method(cls, sel, hook, |orig| slot.record(cls, orig)) {
+        Ok(_) => InstallOutcome::Installed,
+        Err(SwizzleError::AlreadyHooked) => InstallOutcome::CoveredBySuperclass,
+        Err(SwizzleError::NotImplemented) => InstallOutcome::NotImplemented,
+        Err(SwizzleError::TableFull) => InstallOutcome::TableFull,
+    }
+}

@@ -1,0 +1,132 @@
+//! Command-buffer hooks and our completion handler.
+//!
+//! At creation (from the queue hooks) a command buffer is entered in the
+//! `CommandBufferTable` and given our completion handler, before the
+//! application can add its own, so ours runs first; we never add one after
+//! `commit` (Metal asserts). `commit` assigns the buffer its sequence
+//! number while holding a pass through the commit gate; our handler marks
+//! that number completed, which advances the teardown watermark.
+
+use super::{install_on, original, policy, CachedSel};
+use crate::completion_block::completion_block;
+use crate::depth::{self, DepthGuard, HookFamily};
+use crate::guard::{guard, Guard};
+use crate::hook_table::HookSlot;
+use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering::*};
+
+pub static COMMIT: HookSlot = HookSlot::new(c"commit");
+pub static WAIT_UNTIL_COMPLETED: HookSlot = HookSlot::new(c"waitUntilCompleted");
+static ADD_COMPLETED_HANDLER: CachedSel = CachedSel::new(c"addCompletedHandler:");
+
+type VoidMethod = unsafe extern "C-unwind" fn(Id, Sel);
+type AddHandler = unsafe extern "C-unwind" fn(Id, Sel, *mut c_void);
+
+static LATE_EXIT_HOOK: AtomicBool = AtomicBool::new(false);
+
+/// Tracks a new command buffer and adds our handler (hooking its class first).
+pub fn on_created(guard: &'static Guard, cb: Id) {
+    let Some(rt) = ObjcRuntime::resolved() else {
+        return;
+    };
+    let cls = rt.class_of(cb);
+    if !COMMIT.contains(cls) {
+        install_on(
+            guard,
+            rt,
+            cls,
+            "command_buffer",
+            &[
+                (&COMMIT, commit as Imp),
+                (&WAIT_UNTIL_COMPLETED, wait_until_completed as Imp),
+            ],
+        );
+    }
+    let Some(block) = completion_block(on_completed) else {
+        return;
+    };
+    let sel = ADD_COMPLETED_HANDLER.get(rt);
+    if !rt.responds(cls, sel) || !guard.command_buffers.register(cb as usize) {
+        return;
+    }
+    let imp = rt.imp(cls, sel);
+    // SAFETY: `addCompletedHandler:` is `void (id, SEL, block)`; `block` is
+    // our heap block (a live, process-long Block_copy result), which the
+    // driver copies (takes a reference to) and releases after calling it.
+    unsafe {
+        let add: AddHandler = std::mem::transmute::<Imp, _>(imp);
+        add(cb, sel, block);
+    }
+}
+
+/// Our completion handler's body (the block's invoke function).
+unsafe extern "C-unwind" fn on_completed(_block: *mut c_void, cb: Id) {
+    // Plain atomics; still, nothing may unwind into the driver's
+    // completion queue.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let Some(guard) = guard() else {
+            return;
+        };
+        depth::mark_completion_thread();
+        if let Some(seq) = guard.command_buffers.complete(cb as usize) {
+            guard.watermark.complete(seq, guard.now_ns());
+            guard.stats.completions.fetch_add(1, Relaxed);
+            if guard.reaper.pending() > 0 {
+                guard.reaper.wake(guard);
+            }
+        }
+    }));
+}
+
+unsafe extern "C-unwind" fn commit(this: Id, cmd: Sel) {
+    let Some((_, imp)) = original(&COMMIT, this) else {
+        return;
+    };
+    // SAFETY: original IMP of the command buffer's `commit` (`void (id, SEL)`).
+    let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
+    let Some(guard) = guard() else {
+        // SAFETY: as above.
+        return unsafe { orig(this, cmd) };
+    };
+    let depth = DepthGuard::enter(HookFamily::Commit);
+    if !depth.outermost() {
+        // SAFETY: as above.
+        return unsafe { orig(this, cmd) };
+    }
+    let pass = policy(guard, "commit", || {
+        // A commit from a completion handler never waits at the gate: the
+        // completions the reaper waits for would queue behind it.
+        let pass = (!depth::is_completion_thread()).then(|| guard.commit_gate.enter());
+        if guard.command_buffers.is_tracked(this as usize) {
+            let seq = guard.watermark.begin_commit();
+            guard.command_buffers.set_seq(this as usize, seq);
+            guard.stats.commits_tracked.fetch_add(1, Relaxed);
+        }
+        pass
+    });
+    // SAFETY: as above. The pass (if any) is an atomic count, not a lock:
+    // it only makes the reaper wait for this commit to return.
+    unsafe { orig(this, cmd) };
+    drop(pass);
+    if !LATE_EXIT_HOOK.swap(true, Relaxed) {
+        // Registered again now that the application's own exit-time
+        // teardown is registered, so the drain runs before it.
+        crate::exit_drain::register();
+    }
+}
+
+unsafe extern "C-unwind" fn wait_until_completed(this: Id, cmd: Sel) {
+    let Some((_, imp)) = original(&WAIT_UNTIL_COMPLETED, this) else {
+        return;
+    };
+    // SAFETY: original IMP of `waitUntilCompleted` (`void (id, SEL)`).
+    let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
+    let _depth = DepthGuard::enter(HookFamily::Wait);
+    if let Some(guard) = guard() {
+        guard.stats.waits.fetch_add(1, Relaxed);
+    }
+    // SAFETY: as above.
+    unsafe { orig(this, cmd) }
+}

@@ -1,0 +1,50 @@
+//! Heap hooks: buffers carved from an `MTLHeap` (MLX uses its 1 MiB heap
+//! for allocations under 256 bytes). Counted in the ledger; never refused
+//! (the heap's memory was allocated, and checked, when the heap was made).
+
+use super::{install_on, original, policy};
+use crate::depth::{DepthGuard, HookFamily};
+use crate::guard::{guard, Guard};
+use crate::hook_table::HookSlot;
+use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
+
+pub static HEAP_NEW_BUFFER: HookSlot = HookSlot::new(c"newBufferWithLength:options:");
+
+type NewBufferWithLength = unsafe extern "C-unwind" fn(Id, Sel, usize, usize) -> Id;
+
+pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
+    install_on(
+        guard,
+        rt,
+        cls,
+        "heap",
+        &[(&HEAP_NEW_BUFFER, heap_new_buffer as Imp)],
+    );
+}
+
+unsafe extern "C-unwind" fn heap_new_buffer(
+    this: Id,
+    cmd: Sel,
+    length: usize,
+    options: usize,
+) -> Id {
+    let Some((_, imp)) = original(&HEAP_NEW_BUFFER, this) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: original IMP of the heap's `newBufferWithLength:options:`.
+    let orig: NewBufferWithLength = unsafe { std::mem::transmute::<Imp, _>(imp) };
+    let Some(guard) = guard() else {
+        // SAFETY: as above, arguments unchanged.
+        return unsafe { orig(this, cmd, length, options) };
+    };
+    let depth = DepthGuard::enter(HookFamily::Allocation);
+    // SAFETY: as above, arguments unchanged.
+    let buffer = unsafe { orig(this, cmd, length, options) };
+    if depth.outermost() && !buffer.is_null() {
+        policy(guard, "heap newBufferWithLength:options:", || {
+            guard.after_allocation(length as u64);
+            super::buffer::ensure_hooked(guard, buffer);
+        });
+    }
+    buffer
+}

@@ -1,0 +1,125 @@
+/* probe_client.m: drives probe_driver through one scenario (argv[1]) and
+ * prints key=value lines for the test to check. */
+#include "probe.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GIB (1UL << 30)
+
+static void refuse(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id big = [dev newBufferWithLength:2 * GIB options:0];
+  printf("big=%s\n", big ? "ok" : "nil");
+  id small = [dev newBufferWithLength:4096 options:0];
+  printf("small=%s\n", small ? "ok" : "nil");
+  id bytes = [dev newBufferWithBytes:"abc" length:2 * GIB options:0];
+  printf("big_bytes=%s\n", bytes ? "ok" : "nil");
+  /* A sibling class that inherits the same base method: never hooked. */
+  id<ProbeMethods> sibling = probe_sibling_device();
+  id sib = [sibling newBufferWithLength:2 * GIB options:0];
+  printf("sibling_big=%s\n", sib ? "ok" : "nil");
+  if (small) [small release];
+  if (sib) [sib release];
+  if (big) [big release];
+  if (bytes) [bytes release];
+  printf("live_buffers=%ld\n", probe_live_buffers());
+}
+
+static void once(void) {
+  for (int i = 0; i < 3; i++) [MTLCreateSystemDefaultDevice() release];
+  for (int i = 0; i < 2; i++) [MTLCopyAllDevices() release];
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  for (int i = 0; i < 5; i++) [[dev newBufferWithLength:4096 options:0] release];
+  printf("base_allocations=%ld\n", probe_base_allocations());
+}
+
+static void nested(void) {
+  /* PROBE_WRAPPED=1: the wrapper and the inner device are both hooked. */
+  [MTLCopyAllDevices() release];
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  for (int i = 0; i < 10; i++) [[dev newBufferWithLength:4096 options:0] release];
+  printf("base_allocations=%ld\n", probe_base_allocations());
+}
+
+static void commit(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id<ProbeMethods> queue = [dev newCommandQueue];
+  for (int i = 0; i < 3; i++) {
+    id<ProbeMethods> cb = [queue commandBufferWithUnretainedReferences];
+    printf("retained=%d\n", (int)[cb retainedReferences]);
+    [cb commit];
+    [cb waitUntilCompleted];
+    [cb release];
+  }
+  while (probe_in_flight() > 0) usleep(1000);
+  printf("in_flight=%ld\n", probe_in_flight());
+}
+
+static void residency(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id<ProbeMethods> queue = [dev newCommandQueue];
+  id<ProbeMethods> set = [dev newResidencySetWithDescriptor:nil error:NULL];
+  id buf = [dev newBufferWithLength:4096 options:0];
+  [set addAllocation:buf];
+  [set commit];
+  printf("count_after_add=%lu\n", [set allocationCount]);
+  id<ProbeMethods> cb = [queue commandBuffer];
+  [cb commit]; /* in flight for PROBE_GPU_MS */
+  [set removeAllocation:buf];
+  [set commit];
+  printf("count_after_remove=%lu\n", [set allocationCount]);
+  [cb waitUntilCompleted];
+  usleep(300 * 1000);
+  printf("count_later=%lu\n", [set allocationCount]);
+  [cb release];
+  [buf release];
+}
+
+/* A model load (a burst of large buffers), its unload, and a reload. */
+static void load(id<ProbeMethods> dev, id *bufs, int n) {
+  for (int i = 0; i < n; i++) bufs[i] = [dev newBufferWithLength:(32UL << 20) options:0];
+}
+static void unload(id *bufs, int n) {
+  for (int i = 0; i < n; i++) [bufs[i] release];
+}
+static void reload(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id bufs[4];
+  load(dev, bufs, 4);
+  usleep(200 * 1000);
+  unload(bufs, 4);
+  usleep(200 * 1000);
+  load(dev, bufs, 4);
+  printf("reloaded=%d\n", bufs[3] != nil);
+  unload(bufs, 4);
+}
+
+static void exit_in_flight(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id<ProbeMethods> queue = [dev newCommandQueue];
+  id<ProbeMethods> cb = [queue commandBufferWithUnretainedReferences];
+  [cb commit];
+  printf("exiting_with_in_flight=%ld\n", probe_in_flight());
+  fflush(stdout);
+  exit(0);
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  const char *s = argc > 1 ? argv[1] : "";
+  if (!strcmp(s, "refuse")) refuse();
+  else if (!strcmp(s, "once")) once();
+  else if (!strcmp(s, "nested")) nested();
+  else if (!strcmp(s, "commit")) commit();
+  else if (!strcmp(s, "residency")) residency();
+  else if (!strcmp(s, "exit_in_flight")) exit_in_flight();
+  else if (!strcmp(s, "reload")) reload();
+  else {
+    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload\n");
+    return 64;
+  }
+  printf("done=1\n");
+  return 0;
+}

@@ -1,0 +1,54 @@
+//! `metal-guard run [--] CMD ARGS...`: run any command the way
+//! `mlx-safe-python` runs Python: gate first, guard injected, scripts and
+//! version-manager shims followed to the real interpreter so that nothing
+//! SIP-protected sits in the exec chain. See `docs/launcher.md`.
+
+use metal_guard::launch_gate::CooldownLaunchGate;
+use metal_guard_shim::launch_env::LaunchEnv;
+use metal_guard_shim::launcher::{launch, LaunchOptions, Target};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Exit codes: the command's own, or 10 blocked by a cooldown, 125 the guard library is missing, 126 the program would drop the guard (or cannot run), 127 not found. With --check: 0 protected, 1 not."
+)]
+pub struct Args {
+    /// Show how the command would be run and probe that the guard reaches it; run nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Run with the cooldown gate only; do not inject the guard library.
+    #[arg(long)]
+    pub no_inject: bool,
+    /// Run even during a cooldown or lockout (same as MLX_SAFE_PYTHON_FORCE=1).
+    #[arg(long)]
+    pub force: bool,
+    /// The command to run and its arguments (put `--` before it when it has options of its own).
+    #[arg(
+        required = true,
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let mut words = args.command.into_iter();
+    let Some(command) = words.next() else {
+        eprintln!("metal-guard run: no command given; usage: metal-guard run -- CMD ARGS...");
+        return ExitCode::from(super::exit::USAGE);
+    };
+    let options = LaunchOptions {
+        tool: "metal-guard run".to_owned(),
+        inject: !args.no_inject,
+        check: args.check,
+        force: args.force,
+    };
+    let target = Target::Command {
+        command,
+        args: words.collect(),
+    };
+    let gate = CooldownLaunchGate::from_environment();
+    ExitCode::from(launch(target, &options, &gate, &LaunchEnv::from_process()))
+}

@@ -1,0 +1,311 @@
+//! Cadence: recognise a model load (a burst of large allocations after a
+//! quiet spell) and an unload (a burst of frees or residency removals), and
+//! decide whether a load starts too soon after the previous unload or the
+//! previous load of the same model.
+//!
+//! The panic this guards against hit two loads about 40 s apart: completion
+//! bookkeeping of the first model's buffers was still arriving when the
+//! second model's allocations reused the memory. The fix is time: stall the
+//! allocating thread (never the completion thread) until the interval has
+//! passed, bounded.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// `METALGUARD_CADENCE=off|warn|wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CadenceMode {
+    /// Detect and log loads/unloads, never warn or stall.
+    Off,
+    /// Warn (stderr + breadcrumb) when a load comes too soon, do not stall.
+    Warn,
+    /// Stall the allocating thread until the interval has passed (bounded).
+    Wait,
+}
+
+/// What counts as a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstShape {
+    /// Events below this many bytes are not part of any burst.
+    pub min_bytes: u64,
+    /// This many qualifying events ...
+    pub count: u64,
+    /// ... within this window from the first one make a burst.
+    pub window_ns: u64,
+    /// A burst starts only after this long without a qualifying event.
+    pub quiet_ns: u64,
+}
+
+/// Lock-free burst recogniser: feed it qualifying events (large allocations
+/// for loads; large frees or residency removals for unloads). It reports a
+/// burst exactly once, on the event that completes it.
+#[derive(Debug, Default)]
+pub struct BurstDetector {
+    /// Time of the previous qualifying event, +1 so 0 means "never".
+    last_event: AtomicU64,
+    burst_start: AtomicU64,
+    burst_count: AtomicU64,
+}
+
+/// A recognised burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Burst {
+    /// When its first event happened.
+    pub started_ns: u64,
+    /// Events seen up to and including the one that completed it.
+    pub events: u64,
+}
+
+impl BurstDetector {
+    pub const fn new() -> Self {
+        Self {
+            last_event: AtomicU64::new(0),
+            burst_start: AtomicU64::new(0),
+            burst_count: AtomicU64::new(0),
+        }
+    }
+
+    /// When the latest qualifying event happened, if any.
+    pub fn last_event_ns(&self) -> Option<u64> {
+        match self.last_event.load(Relaxed) {
+            0 => None,
+            t => Some(t - 1),
+        }
+    }
+
+    /// Records one event of `bytes` at `now_ns`; returns the burst it completes, if any.
+    #[inline]
+    pub fn record(&self, shape: &BurstShape, bytes: u64, now_ns: u64) -> Option<Burst> {
+        if bytes < shape.min_bytes {
+            return None;
+        }
+        let prev = self.last_event.swap(now_ns.saturating_add(1), Relaxed);
+        let after_quiet = prev == 0 || now_ns.saturating_sub(prev - 1) >= shape.quiet_ns;
+        let count = if after_quiet {
+            self.burst_start.store(now_ns, Relaxed);
+            self.burst_count.store(1, Relaxed);
+            1
+        } else {
+            self.burst_count.fetch_add(1, Relaxed) + 1
+        };
+        let started = self.burst_start.load(Relaxed);
+        (count == shape.count && now_ns.saturating_sub(started) <= shape.window_ns).then_some(
+            Burst {
+                started_ns: started,
+                events: count,
+            },
+        )
+    }
+}
+
+/// The intervals and the stall bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CadencePolicy {
+    pub mode: CadenceMode,
+    /// Minimum time between two loads of the same model (compat: 180 s).
+    pub same_model_interval_ns: u64,
+    /// Minimum time between an unload and the next load.
+    pub after_unload_interval_ns: u64,
+    /// The longest one stall may last.
+    pub max_stall_ns: u64,
+}
+
+/// Why a load came too soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TooSoonReason {
+    AfterUnload,
+    AfterLoadOfSameModel,
+}
+
+impl TooSoonReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TooSoonReason::AfterUnload => "after_unload",
+            TooSoonReason::AfterLoadOfSameModel => "after_same_model_load",
+        }
+    }
+}
+
+/// What to do about a load that is starting now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CadenceDecision {
+    Proceed,
+    /// Too soon; log it, do not wait (`warn` mode, or `off` for the record).
+    Warn {
+        reason: TooSoonReason,
+        short_by_ns: u64,
+    },
+    /// Too soon; the allocating thread waits `wait_ns` (already bounded).
+    Stall {
+        reason: TooSoonReason,
+        wait_ns: u64,
+        short_by_ns: u64,
+    },
+}
+
+/// Decides about a load starting now, given how long ago the previous unload
+/// and the previous load of the same model were (`None`: never, as far as
+/// this process or `cadence.json` knows).
+pub fn decide(
+    policy: &CadencePolicy,
+    since_unload_ns: Option<u64>,
+    since_same_model_load_ns: Option<u64>,
+) -> CadenceDecision {
+    let short = |since: Option<u64>, interval: u64| since.map(|s| interval.saturating_sub(s));
+    let candidates = [
+        (
+            TooSoonReason::AfterUnload,
+            short(since_unload_ns, policy.after_unload_interval_ns),
+        ),
+        (
+            TooSoonReason::AfterLoadOfSameModel,
+            short(since_same_model_load_ns, policy.same_model_interval_ns),
+        ),
+    ];
+    let worst = candidates
+        .iter()
+        .filter_map(|(r, s)| s.filter(|s| *s > 0).map(|s| (*r, s)))
+        .max_by_key(|(_, s)| *s);
+    match (worst, policy.mode) {
+        (None, _) => CadenceDecision::Proceed,
+        (Some((reason, short_by_ns)), CadenceMode::Wait) => CadenceDecision::Stall {
+            reason,
+            wait_ns: short_by_ns.min(policy.max_stall_ns),
+            short_by_ns,
+        },
+        (Some((reason, short_by_ns)), CadenceMode::Warn | CadenceMode::Off) => {
+            CadenceDecision::Warn {
+                reason,
+                short_by_ns,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const SHAPE: BurstShape = BurstShape {
+        min_bytes: 1000,
+        count: 3,
+        window_ns: 100 * MS,
+        quiet_ns: 500 * MS,
+    };
+
+    #[test]
+    fn burst_after_quiet_is_reported_once() {
+        let d = BurstDetector::new();
+        let t0 = 10_000 * MS;
+        assert_eq!(d.record(&SHAPE, 5000, t0), None);
+        assert_eq!(
+            d.record(&SHAPE, 10, t0 + MS),
+            None,
+            "small events do not count"
+        );
+        assert_eq!(d.record(&SHAPE, 5000, t0 + 2 * MS), None);
+        assert_eq!(
+            d.record(&SHAPE, 5000, t0 + 3 * MS),
+            Some(Burst {
+                started_ns: t0,
+                events: 3
+            })
+        );
+        assert_eq!(d.record(&SHAPE, 5000, t0 + 4 * MS), None, "reported once");
+    }
+
+    #[test]
+    fn slow_trickle_is_not_a_burst() {
+        let d = BurstDetector::new();
+        let t0 = 10_000 * MS;
+        d.record(&SHAPE, 5000, t0);
+        d.record(&SHAPE, 5000, t0 + 90 * MS);
+        assert_eq!(
+            d.record(&SHAPE, 5000, t0 + 180 * MS),
+            None,
+            "outside window"
+        );
+    }
+
+    #[test]
+    fn a_new_burst_needs_quiet_first() {
+        let d = BurstDetector::new();
+        let t0 = 10_000 * MS;
+        for i in 0..3 {
+            d.record(&SHAPE, 5000, t0 + i * MS);
+        }
+        // Continuous traffic: no second burst.
+        for i in 3..50 {
+            assert_eq!(d.record(&SHAPE, 5000, t0 + i * 10 * MS), None);
+        }
+        // After quiet, a new burst is recognised.
+        let t1 = t0 + 2000 * MS;
+        d.record(&SHAPE, 5000, t1);
+        d.record(&SHAPE, 5000, t1 + MS);
+        assert!(d.record(&SHAPE, 5000, t1 + 2 * MS).is_some());
+    }
+
+    fn policy(mode: CadenceMode) -> CadencePolicy {
+        CadencePolicy {
+            mode,
+            same_model_interval_ns: 180_000 * MS,
+            after_unload_interval_ns: 10_000 * MS,
+            max_stall_ns: 30_000 * MS,
+        }
+    }
+
+    #[test]
+    fn first_load_proceeds() {
+        assert_eq!(
+            decide(&policy(CadenceMode::Wait), None, None),
+            CadenceDecision::Proceed
+        );
+        assert_eq!(
+            decide(
+                &policy(CadenceMode::Wait),
+                Some(10_000 * MS),
+                Some(180_000 * MS)
+            ),
+            CadenceDecision::Proceed
+        );
+    }
+
+    #[test]
+    fn load_soon_after_unload_stalls_for_the_rest() {
+        assert_eq!(
+            decide(&policy(CadenceMode::Wait), Some(4_000 * MS), None),
+            CadenceDecision::Stall {
+                reason: TooSoonReason::AfterUnload,
+                wait_ns: 6_000 * MS,
+                short_by_ns: 6_000 * MS
+            }
+        );
+    }
+
+    #[test]
+    fn stall_is_bounded_and_worst_reason_wins() {
+        assert_eq!(
+            decide(
+                &policy(CadenceMode::Wait),
+                Some(4_000 * MS),
+                Some(40_000 * MS)
+            ),
+            CadenceDecision::Stall {
+                reason: TooSoonReason::AfterLoadOfSameModel,
+                wait_ns: 30_000 * MS,
+                short_by_ns: 140_000 * MS
+            }
+        );
+    }
+
+    #[test]
+    fn warn_mode_never_stalls() {
+        assert_eq!(
+            decide(&policy(CadenceMode::Warn), Some(0), None),
+            CadenceDecision::Warn {
+                reason: TooSoonReason::AfterUnload,
+                short_by_ns: 10_000 * MS
+            }
+        );
+    }
+}
