@@ -38,21 +38,24 @@ pub struct Event {
     fields: [(&'static str, u64); MAX_EVENT_FIELDS],
     nfields: usize,
     class: Option<([u8; CLASS_NAME_BYTES], usize)>,
+    /// When it happened (the line's time, not the time it was written).
+    at: std::time::SystemTime,
 }
 
 impl Event {
-    pub const fn new(tag: &'static str, payload: &'static str) -> Self {
+    pub fn new(tag: &'static str, payload: &'static str) -> Self {
         Event {
             tag,
             payload,
             fields: [("", 0); MAX_EVENT_FIELDS],
             nfields: 0,
             class: None,
+            at: std::time::SystemTime::now(),
         }
     }
 
     /// Adds a numeric field (the first four are kept).
-    pub const fn with(mut self, key: &'static str, value: u64) -> Self {
+    pub fn with(mut self, key: &'static str, value: u64) -> Self {
         if self.nfields < MAX_EVENT_FIELDS {
             self.fields[self.nfields] = (key, value);
             self.nfields += 1;
@@ -81,7 +84,7 @@ impl Event {
             fields.push((k.to_string(), v.to_string()));
         }
         BreadcrumbLine {
-            time: OffsetDateTime::now_utc(),
+            time: OffsetDateTime::from(self.at),
             tag: self.tag.to_string(),
             payload: self.payload.to_string(),
             fields,

@@ -36,7 +36,10 @@ fn drain() {
     let pending = guard.reaper.pending();
     if let Some(limit) = guard.config.exit_drain {
         if in_flight > 0 || pending > 0 {
-            guard.sink.write_durable(
+            // Observer mode must not change the outcome, and an fsync here
+            // would give in-flight work the time to finish: log, no sync.
+            let durable = guard.acts();
+            guard.sink.write_now(
                 metal_guard::breadcrumbs::TAG_PRE,
                 "exit_drain",
                 &[
@@ -45,6 +48,7 @@ fn drain() {
                     ("limit_ms", limit.as_millis().to_string()),
                     ("mode", guard.mode_name().to_string()),
                 ],
+                durable,
             );
             let start = Instant::now();
             let mut removed = 0;
@@ -64,7 +68,7 @@ fn drain() {
                     limit.as_millis()
                 );
             }
-            guard.sink.write_durable(
+            guard.sink.write_now(
                 metal_guard::breadcrumbs::TAG_POST,
                 "exit_drain",
                 &[
@@ -83,6 +87,7 @@ fn drain() {
                         .to_string(),
                     ),
                 ],
+                durable,
             );
         }
     }

@@ -70,6 +70,13 @@ pub struct Guard {
     last_unload: AtomicU64,
     load_open: AtomicBool,
     unload_open: AtomicBool,
+    /// An unload was recognised and no large allocation has come since: the
+    /// next one starts a reload and is where a cadence stall must happen
+    /// (allocations made before the stall would already sit on the memory
+    /// whose late completion bookkeeping the stall waits out).
+    reload_pending: AtomicBool,
+    /// Cadence stalls in progress (the load section stays open meanwhile).
+    stalling: AtomicU64,
     pub watermark: CommandBufferWatermark,
     pub commit_gate: CommitGate,
     pub command_buffers: CommandBufferTable,
@@ -93,6 +100,8 @@ impl Guard {
             last_unload: AtomicU64::new(0),
             load_open: AtomicBool::new(false),
             unload_open: AtomicBool::new(false),
+            reload_pending: AtomicBool::new(false),
+            stalling: AtomicU64::new(0),
             watermark: CommandBufferWatermark::new(),
             commit_gate: CommitGate::new(),
             command_buffers: CommandBufferTable::new(),
@@ -193,8 +202,19 @@ impl Guard {
         }
         if bytes >= self.config.burst.min_bytes {
             let now = self.now_ns();
-            if let Some(_burst) = self.load_bursts.record(&self.config.burst, bytes, now) {
+            let burst = self.load_bursts.record(&self.config.burst, bytes, now);
+            if self.reload_pending.load(Relaxed) && self.reload_pending.swap(false, Relaxed) {
+                // First large allocation after an unload: a reload starts here.
                 self.on_load_start(now);
+            } else if let Some(burst) = burst {
+                // A burst after quiet; unless this burst already counted as a
+                // reload at its first allocation.
+                if self
+                    .since(&self.last_load, now)
+                    .is_none_or(|ago| ago > now - burst.started_ns)
+                {
+                    self.on_load_start(now);
+                }
             }
         }
         AllocDecision::Proceed
@@ -403,7 +423,10 @@ impl Guard {
                         },
                         wait_ns as f64 / 1e9
                     );
+                    self.stalling.fetch_add(1, Relaxed);
                     std::thread::sleep(Duration::from_nanos(wait_ns));
+                    self.load_bursts.touch(self.now_ns());
+                    self.stalling.fetch_sub(1, Relaxed);
                     if let Some(id) = &self.config.model_id {
                         let _ = cross_process_cadence::check_and_mark(id, &policy);
                     }
@@ -416,6 +439,7 @@ impl Guard {
     fn on_unload_start(&self, now: u64) {
         self.stats.unloads.fetch_add(1, Relaxed);
         self.last_unload.store(now + 1, Relaxed);
+        self.reload_pending.store(true, Relaxed);
         if !self.unload_open.swap(true, Relaxed) {
             self.sink.write_durable(
                 metal_guard::breadcrumbs::TAG_PRE,
@@ -435,6 +459,7 @@ impl Guard {
                 .is_some_and(|t| now.saturating_sub(t) >= quiet)
         };
         if self.load_open.load(Relaxed)
+            && self.stalling.load(Relaxed) == 0
             && ended(&self.load_bursts)
             && self.load_open.swap(false, Relaxed)
         {
@@ -487,7 +512,7 @@ impl Guard {
                 ("live_bytes", l.live_bytes.to_string()),
                 ("in_flight", self.watermark.in_flight().to_string()),
             ],
-            true,
+            self.acts(),
         );
     }
 }

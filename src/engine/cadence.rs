@@ -72,6 +72,15 @@ impl BurstDetector {
         }
     }
 
+    /// Marks `now_ns` as the latest event without counting one: after the
+    /// guard stalls a load, the stall itself must not read as the quiet
+    /// spell that starts a new burst.
+    pub fn touch(&self, now_ns: u64) {
+        if self.last_event.load(Relaxed) != 0 {
+            self.last_event.fetch_max(now_ns.saturating_add(1), Relaxed);
+        }
+    }
+
     /// Records one event of `bytes` at `now_ns`; returns the burst it completes, if any.
     #[inline]
     pub fn record(&self, shape: &BurstShape, bytes: u64, now_ns: u64) -> Option<Burst> {
@@ -212,6 +221,21 @@ mod tests {
             })
         );
         assert_eq!(d.record(&SHAPE, 5000, t0 + 4 * MS), None, "reported once");
+    }
+
+    #[test]
+    fn touch_bridges_a_stall() {
+        let d = BurstDetector::new();
+        let t0 = 10_000 * MS;
+        d.record(&SHAPE, 5000, t0);
+        d.touch(t0 + 800 * MS); // a stall longer than the quiet spell
+        d.record(&SHAPE, 5000, t0 + 801 * MS);
+        assert_eq!(d.last_event_ns(), Some(t0 + 801 * MS));
+        // Still the same burst (started at t0), now outside its window.
+        assert_eq!(d.record(&SHAPE, 5000, t0 + 802 * MS), None);
+        let fresh = BurstDetector::new();
+        fresh.touch(t0);
+        assert_eq!(fresh.last_event_ns(), None, "touch never invents an event");
     }
 
     #[test]
