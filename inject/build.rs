@@ -31,6 +31,9 @@ fn main() {
     println!("cargo:rustc-link-search=framework={}", stubs.display());
     println!("cargo:rustc-cdylib-link-arg=-weak_framework");
     println!("cargo:rustc-cdylib-link-arg=Metal");
+    // The `libc` crate asks for `-liconv` on Apple targets; we use none of it,
+    // so drop every dylib nothing binds to (only libSystem and Metal remain).
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-dead_strip_dylibs");
     println!("cargo:rustc-cdylib-link-arg=-install_name");
     println!("cargo:rustc-cdylib-link-arg=@rpath/libmetal_guard_inject.dylib");
 }

@@ -27,8 +27,16 @@ fn the_good_dylib_passes() {
     let data = ImageSpec::good_dylib().build();
     let summary = check_dylib(&data, &DylibExpectations::metal_guard_inject())
         .unwrap_or_else(|p| panic!("good dylib rejected: {p:#?}"));
-    assert!(summary.description.contains("2 interposed"), "{}", summary.description);
-    assert!(summary.description.contains("adhoc,linker-signed"), "{}", summary.description);
+    assert!(
+        summary.description.contains("2 interposed"),
+        "{}",
+        summary.description
+    );
+    assert!(
+        summary.description.contains("adhoc,linker-signed"),
+        "{}",
+        summary.description
+    );
 }
 
 #[test]
@@ -161,7 +169,10 @@ fn an_unexpected_dependency_is_reported() {
     let mut spec = ImageSpec::good_dylib();
     spec.dylibs
         .push((LC_LOAD_DYLIB, "/opt/homebrew/lib/libfoo.dylib".to_string()));
-    assert_reported(&spec.build(), "links unexpected dylib '/opt/homebrew/lib/libfoo.dylib'");
+    assert_reported(
+        &spec.build(),
+        "links unexpected dylib '/opt/homebrew/lib/libfoo.dylib'",
+    );
 }
 
 #[test]
@@ -179,18 +190,27 @@ fn executables_pass_and_fail_on_their_own_rules() {
     let mut unsigned = ImageSpec::good_executable();
     unsigned.signed = false;
     let err = check_executable(&unsigned.build()).unwrap_err();
-    assert!(err.iter().any(|p| p.0.contains("no code signature")), "{err:#?}");
+    assert!(
+        err.iter().any(|p| p.0.contains("no code signature")),
+        "{err:#?}"
+    );
 
     let mut foreign = ImageSpec::good_executable();
     foreign
         .dylibs
         .push((LC_LOAD_DYLIB, "@rpath/libpython3.12.dylib".to_string()));
     let err = check_executable(&foreign.build()).unwrap_err();
-    assert!(err.iter().any(|p| p.0.contains("not part of macOS")), "{err:#?}");
+    assert!(
+        err.iter().any(|p| p.0.contains("not part of macOS")),
+        "{err:#?}"
+    );
 
     // The dylib is not an executable.
     let err = check_executable(&ImageSpec::good_dylib().build()).unwrap_err();
-    assert!(err.iter().any(|p| p.0.contains("not an executable")), "{err:#?}");
+    assert!(
+        err.iter().any(|p| p.0.contains("not an executable")),
+        "{err:#?}"
+    );
 }
 
 #[test]
@@ -223,6 +243,9 @@ fn truncated_and_corrupted_files_give_errors_never_panics() {
 
 #[test]
 fn not_macho_at_all() {
-    assert_reported(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0", "not a readable Mach-O file");
+    assert_reported(
+        b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0",
+        "not a readable Mach-O file",
+    );
     assert_reported(b"", "not a readable Mach-O file");
 }

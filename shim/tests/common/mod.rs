@@ -135,8 +135,7 @@ impl ImageSpec {
         }
         file[linkedit_binds_at..linkedit_binds_at + binds.len()].copy_from_slice(&binds);
         let sig_len = if self.signed {
-            code_signature(&[0u8; 0], 0, self.signature_flags).len()
-                + (sig_at.div_ceil(4096)) * 32
+            code_signature(&[0u8; 0], 0, self.signature_flags).len() + (sig_at.div_ceil(4096)) * 32
         } else {
             0
         };
@@ -199,7 +198,13 @@ impl ImageSpec {
     ) -> Commands {
         let mut c = Commands::default();
         let linkedit_size = (sig_at + sig_len - LINKEDIT_VM as usize) as u64;
-        c.segment("__TEXT", 0, PAGE as u64, 5, &[("__text", TEXT_CODE_AT, 16, 0x8000_0400)]);
+        c.segment(
+            "__TEXT",
+            0,
+            PAGE as u64,
+            5,
+            &[("__text", TEXT_CODE_AT, 16, 0x8000_0400)],
+        );
         let mut data_sections: Vec<(&str, u64, u64, u32)> = Vec::new();
         if let Some(name) = &self.interpose_section {
             data_sections.push((name.as_str(), DATA_VM, self.interpose_tuples * 16, 0));
@@ -247,11 +252,19 @@ impl Commands {
         self.bytes.extend_from_slice(&cmd.to_le_bytes());
         self.bytes.extend_from_slice(&(size as u32).to_le_bytes());
         self.bytes.extend_from_slice(body);
-        self.bytes.resize(self.bytes.len() + size - 8 - body.len(), 0);
+        self.bytes
+            .resize(self.bytes.len() + size - 8 - body.len(), 0);
         self.count += 1;
     }
 
-    fn segment(&mut self, name: &str, vm: u64, size: u64, prot: u32, sections: &[(&str, u64, u64, u32)]) {
+    fn segment(
+        &mut self,
+        name: &str,
+        vm: u64,
+        size: u64,
+        prot: u32,
+        sections: &[(&str, u64, u64, u32)],
+    ) {
         let mut body = Vec::new();
         body.extend_from_slice(&fixed16(name));
         for v in [vm, size, vm, size] {
