@@ -3,7 +3,9 @@
 //! process and pid, and the `file.cpp:line` of the panic.
 
 use super::report_format::DecodedReport;
-use super::signature::{collapse_whitespace, panic_message, source_location, truncate_chars};
+use super::signature::{
+    collapse_whitespace, panic_message, scan_window, source_location, truncate_chars,
+};
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
@@ -28,7 +30,7 @@ pub fn extract(
     file_name: &str,
     mtime: Option<OffsetDateTime>,
 ) -> ReportFacts {
-    let text = decoded.panic_text.as_str();
+    let text = scan_window(&decoded.panic_text);
     let header = decoded.header.as_ref();
     let body = decoded.body.as_ref();
 

@@ -87,6 +87,24 @@ impl fmt::Display for PanicSignature {
     }
 }
 
+/// How much of a panic text is searched. The panic message, the header
+/// fields, the backtrace kexts and the loaded-kext list all sit well inside
+/// the first 512 KiB of even a full report; the rest (stackshots) is ignored.
+pub const SCAN_WINDOW_BYTES: usize = 512 * 1024;
+
+/// The part of `text` that is searched: its first [`SCAN_WINDOW_BYTES`]
+/// bytes, cut on a character boundary.
+pub fn scan_window(text: &str) -> &str {
+    if text.len() <= SCAN_WINDOW_BYTES {
+        return text;
+    }
+    let mut cut = SCAN_WINDOW_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
 /// Longest panic message we keep (characters after whitespace is collapsed).
 const PANIC_MESSAGE_MAX_CHARS: usize = 600;
 /// Most lines a panic message may span in reformatted text.
@@ -200,6 +218,7 @@ pub fn source_location(message: &str) -> Option<SourceLocation> {
 
 /// Classifies a panic text (the `.panic` text or an `.ips` `panicString`).
 pub fn classify(text: &str) -> Option<PanicSignature> {
+    let text = scan_window(text);
     let message = panic_message(text);
     let searched: &str = match &message {
         Some(m) => m,
@@ -244,6 +263,7 @@ fn source_file_consistent(signature: PanicSignature, location: Option<&SourceLoc
 /// Whether IOGPUFamily is the first kext listed under "Kernel Extensions in
 /// backtrace" (the driver was executing when the kernel panicked).
 pub fn first_backtrace_kext_is_iogpu(text: &str) -> bool {
+    let text = scan_window(text);
     let Some(at) = find_ascii_case_insensitive(text, "kernel extensions in backtrace") else {
         return false;
     };
