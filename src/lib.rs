@@ -13,9 +13,12 @@ pub mod gates;
 pub mod hardware;
 pub mod iogpu_kext;
 pub mod launch_gate;
+pub mod orphans;
 pub mod paths;
+pub mod postmortem;
 pub mod process_footprint;
 pub mod registry;
 pub mod state;
+pub mod status;
 #[cfg(target_os = "macos")]
 pub mod sysctl_macos;

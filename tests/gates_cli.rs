@@ -333,3 +333,194 @@ fn lock_release_force_stops_a_live_holder_and_a_crash_frees_the_lock() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+#[test]
+fn status_agrees_with_panic_gate_and_postmortem_sets_the_sentinel() {
+    let home = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let hour_ago = OffsetDateTime::now_utc() - Duration::hours(1);
+    ips_at(
+        "62-ips-reconstructed-iogpu-pendingmemoryset-219-omlx1265-martinfjant.ips",
+        reports.path(),
+        hour_ago,
+    );
+    let status = mg(home.path())
+        .args(["status", "--json", "--reports"])
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    let snap: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status.status.code(), Some(2));
+    assert_eq!(snap["schema_version"], "2.0");
+    assert!(snap["captured_at"].is_string());
+    assert_eq!(snap["verdict"]["kind"], "cooldown");
+    let (code, gate) = gate_json(home.path(), reports.path());
+    assert_eq!(code, 2);
+    assert_eq!(gate["reason"], snap["verdict"]["reason"]);
+    assert_eq!(gate["cooldown_until"], snap["verdict"]["cooldown_until"]);
+
+    // A fresh HOME: the postmortem finds the panic and writes the sentinel,
+    // which then holds the gate even with no reports at all.
+    let home = tempfile::tempdir().unwrap();
+    let bundle = home.path().join("bundle");
+    let out = mg(home.path())
+        .arg("postmortem")
+        .arg(&bundle)
+        .arg("--reports")
+        .arg(reports.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "index.md",
+        "status.json",
+        "hardware.json",
+        "breadcrumbs-tail.log",
+        "panics.jsonl",
+        "reports.json",
+    ] {
+        assert!(bundle.join(f).is_file(), "{f}");
+    }
+    assert_eq!(
+        std::fs::read_dir(bundle.join("reports")).unwrap().count(),
+        1
+    );
+    let index = std::fs::read_to_string(bundle.join("index.md")).unwrap();
+    assert!(
+        index.contains("pending_memory_set") && index.contains("Feedback Assistant"),
+        "{index}"
+    );
+    assert!(home
+        .path()
+        .join(".cache/metal-guard/panic-sentinel.json")
+        .is_file());
+    // Remove the ledger too: only the sentinel is left to hold the cooldown.
+    std::fs::remove_file(home.path().join(".cache/metal-guard/panics.jsonl")).ok();
+    let (code, v) = gate_json(home.path(), empty.path());
+    assert_eq!(code, 2, "{v:#}");
+    assert!(v["reason"].as_str().unwrap().contains("sentinel"));
+    // The switch turns postmortem off.
+    let off = mg(home.path())
+        .env("METALGUARD_POSTMORTEM_DISABLED", "1")
+        .arg("postmortem")
+        .arg(home.path().join("other"))
+        .output()
+        .unwrap();
+    assert_eq!(off.status.code(), Some(0));
+    assert!(!home.path().join("other").exists());
+}
+
+#[test]
+fn ack_clears_a_lockout_from_two_reports() {
+    let home = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    ips_at(
+        "64-ips-reconstructed-iogpu-completememory-550-mlx3186-ronm92130.ips",
+        reports.path(),
+        now - Duration::hours(5),
+    );
+    ips_at(
+        "62-ips-reconstructed-iogpu-pendingmemoryset-219-omlx1265-martinfjant.ips",
+        reports.path(),
+        now - Duration::hours(3),
+    );
+    let (code, v) = gate_json(home.path(), reports.path());
+    assert_eq!((code, v["kind"].as_str()), (2, Some("lockout")), "{v:#}");
+    let ack = mg(home.path())
+        .arg("ack")
+        .env("METALGUARD_PANIC_REPORT_DIRS", reports.path())
+        .output()
+        .unwrap();
+    assert_eq!(ack.status.code(), Some(0));
+    let (code, v) = gate_json(home.path(), reports.path());
+    assert_eq!(code, 0, "{v:#}");
+    assert!(v["acknowledged_at"].is_string());
+}
+
+#[test]
+fn orphan_scan_finds_an_unfinished_section() {
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("bc.log");
+    let old = (OffsetDateTime::now_utc() - Duration::minutes(10))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    std::fs::write(
+        &log,
+        format!("[{old}] SUBPROC_PRE: mlx-community/a | pid=7\n[{old}] SUBPROC_PRE: mlx-community/b\n[{old}] SUBPROC_POST: mlx-community/b\n"),
+    )
+    .unwrap();
+    let out = mg(home.path())
+        .env("METALGUARD_BREADCRUMB_PATH", &log)
+        .args(["orphan-scan", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["threshold_sec"], 90.0);
+    assert_eq!(v["orphans"][0]["model_id"], "mlx-community/a");
+    assert_eq!(v["orphans"][0]["pid"], 7);
+    assert!(v["orphans"][0]["age_sec"].as_f64().unwrap() >= 600.0);
+    let out = mg(home.path())
+        .env("METALGUARD_BREADCRUMB_PATH", &log)
+        .args(["orphan-scan", "--threshold-sec", "3600"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn guard_uninstall_refuses_a_block_without_end_marker() {
+    let home = tempfile::tempdir().unwrap();
+    let rc = home.path().join(".bashrc");
+    let text = "export A=1\n# >>> metal-guard >>>\nsource \"x\"\nmy own line\n";
+    std::fs::write(&rc, text).unwrap();
+    let out = mg(home.path())
+        .args(["guard", "uninstall", "--shell", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("my own line") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&rc).unwrap(), text);
+}
+
+#[test]
+fn status_write_daemon_stops_cleanly_on_sigterm() {
+    let home = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let mut child = mg(home.path())
+        .args(["status-write", "--interval", "1", "--reports"])
+        .arg(empty.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = home.path().join(".cache/metal-guard/status.json");
+    for _ in 0..100 {
+        if out.is_file() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["schema_version"], "2.0");
+    let once = mg(home.path())
+        .args(["status-write", "--once", "--reports"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(once.status.code(), Some(0));
+}

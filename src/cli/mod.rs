@@ -11,9 +11,14 @@ use clap::{Parser, Subcommand};
 pub mod ack;
 pub mod breaker;
 pub mod cadence;
+pub mod guard;
 pub mod lock;
 pub mod models;
+pub mod orphan_scan;
 pub mod panic_gate;
+pub mod postmortem;
+pub mod status;
+pub mod status_write;
 use std::process::ExitCode;
 
 /// Exit codes shared by every subcommand (documented in `--help` and the README).
@@ -62,6 +67,16 @@ pub enum Command {
     Lock(lock::Args),
     /// Known panic models and version advisories (exit 2 for a panic-tier model).
     Models(models::Args),
+    /// Everything at once; exit code follows the verdict.
+    Status(status::Args),
+    /// Keep ~/.cache/metal-guard/status.json current (--once, or --interval N as a daemon).
+    StatusWrite(status_write::Args),
+    /// Unfinished GPU sections in the breadcrumb log (exit 1 when found).
+    OrphanScan(orphan_scan::Args),
+    /// The reversible shell guard: install, uninstall, status.
+    Guard(guard::Args),
+    /// Collect the diagnostic bundle after a panic (sets the panic sentinel when it finds one).
+    Postmortem(postmortem::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -86,5 +101,10 @@ pub fn run() -> ExitCode {
         Some(Command::Cadence(a)) => cadence::run(a),
         Some(Command::Lock(a)) => lock::run(a),
         Some(Command::Models(a)) => models::run(a),
+        Some(Command::Status(a)) => status::run(a),
+        Some(Command::StatusWrite(a)) => status_write::run(a),
+        Some(Command::OrphanScan(a)) => orphan_scan::run(a),
+        Some(Command::Guard(a)) => guard::run(a),
+        Some(Command::Postmortem(a)) => postmortem::run(a),
     }
 }

@@ -15,5 +15,6 @@ pub mod file_lock;
 pub mod mlx_lock;
 pub mod panic_sources;
 pub mod sentinel;
+pub mod shell_guard;
 pub mod state_file;
 pub mod timefmt;

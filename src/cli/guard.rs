@@ -1,0 +1,134 @@
+//! `metal-guard guard install|uninstall|status`: the reversible shell guard.
+
+use super::exit;
+use metal_guard::gates::shell_guard::{self, GuardError, GuardPaths, Shell};
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Action {
+    /// Route interactive python/python3 through mlx-safe-python.
+    Install {
+        /// Shells to set up (default: your login shell from $SHELL, else zsh).
+        #[arg(long = "shell", value_enum)]
+        shells: Vec<Shell>,
+    },
+    /// Remove the guard (default: from every shell that has it).
+    Uninstall {
+        #[arg(long = "shell", value_enum)]
+        shells: Vec<Shell>,
+    },
+    /// Show where the guard is installed.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let paths = GuardPaths::from_env();
+    match args.action {
+        Action::Install { shells } => {
+            let shells = if shells.is_empty() {
+                vec![Shell::from_env().unwrap_or(Shell::Zsh)]
+            } else {
+                shells
+            };
+            let mut failed = false;
+            for shell in shells {
+                match shell_guard::install(&paths, shell) {
+                    Ok(c) => match c.action {
+                        "already_installed" => println!(
+                            "{}: already installed in {}",
+                            shell.name(),
+                            c.file.display()
+                        ),
+                        _ => println!(
+                            "{}: installed in {}{}",
+                            shell.name(),
+                            c.file.display(),
+                            c.backup
+                                .map(|b| format!(" (backup: {})", b.display()))
+                                .unwrap_or_default()
+                        ),
+                    },
+                    Err(e) => {
+                        eprintln!("metal-guard: {}: {e}", shell.name());
+                        failed = true;
+                    }
+                }
+            }
+            if !failed {
+                println!("Open a new terminal (or `source` your rc) for it to take effect. Turn it off with METALGUARD_SHELL_GUARD_DISABLED=1; remove it with `metal-guard guard uninstall`.");
+            }
+            ExitCode::from(if failed { exit::GATE_FAILED } else { exit::OK })
+        }
+        Action::Uninstall { shells } => {
+            let shells = if shells.is_empty() {
+                Shell::ALL.to_vec()
+            } else {
+                shells
+            };
+            let mut code = exit::OK;
+            for shell in shells {
+                match shell_guard::uninstall(&paths, shell) {
+                    Ok(c) => match c.action {
+                        "not_installed" => {}
+                        "deleted_file" => {
+                            println!("{}: removed {}", shell.name(), c.file.display())
+                        }
+                        _ => println!(
+                            "{}: removed the block from {}{}",
+                            shell.name(),
+                            c.file.display(),
+                            c.backup
+                                .map(|b| format!(" (backup: {})", b.display()))
+                                .unwrap_or_default()
+                        ),
+                    },
+                    Err(e @ GuardError::MissingEnd { .. }) => {
+                        eprintln!("metal-guard: {e}");
+                        code = exit::FINDING;
+                    }
+                    Err(e) => {
+                        eprintln!("metal-guard: {}: {e}", shell.name());
+                        code = exit::GATE_FAILED;
+                    }
+                }
+            }
+            ExitCode::from(code)
+        }
+        Action::Status { json } => {
+            let s = shell_guard::status(&paths);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).expect("status serializes")
+                );
+            } else {
+                for g in &s.shells {
+                    let state = if g.damaged {
+                        "DAMAGED: start marker without end marker (see `metal-guard guard uninstall`)"
+                    } else if g.installed {
+                        "installed"
+                    } else {
+                        "not installed"
+                    };
+                    println!("{:<5} {state}  ({})", g.shell.name(), g.file.display());
+                }
+                if s.disabled_by_env {
+                    println!("METALGUARD_SHELL_GUARD_DISABLED is set: the guard passes everything through.");
+                }
+                if !s.mlx_safe_python_on_path {
+                    println!("mlx-safe-python is not on PATH: the guard passes everything through until it is.");
+                }
+            }
+            ExitCode::from(exit::OK)
+        }
+    }
+}

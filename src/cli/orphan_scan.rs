@@ -1,0 +1,78 @@
+//! `metal-guard orphan-scan [--threshold-sec N] [--json]`: PRE/POST pairing
+//! over the breadcrumb log; exit 1 when an orphan is found.
+
+use super::exit;
+use metal_guard::orphans;
+use metal_guard::{breadcrumbs, gates::timefmt};
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Seconds a SUBPROC_PRE may stay open (default:
+    /// METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC, else 90).
+    #[arg(long, value_name = "N")]
+    pub threshold_sec: Option<f64>,
+    /// Print {"threshold_sec", "orphans": [{model_id, pre_ts, age_sec, pid}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let mut warnings = Vec::new();
+    let threshold = match args.threshold_sec {
+        Some(t) if t.is_finite() && t >= 0.0 => t,
+        Some(t) => {
+            eprintln!("metal-guard: --threshold-sec must be a number of seconds >= 0, got {t}");
+            return ExitCode::from(exit::USAGE);
+        }
+        None => metal_guard::status::orphan_threshold(&mut warnings),
+    };
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    let path = breadcrumbs::breadcrumb_path();
+    let lines = match orphans::read_log(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("metal-guard: cannot read the breadcrumb log {} ({e}); set METALGUARD_BREADCRUMB_PATH to the right file", path.display());
+            return ExitCode::from(exit::GATE_FAILED);
+        }
+    };
+    let found = orphans::find_orphans(
+        &lines,
+        time::Duration::seconds_f64(threshold),
+        time::OffsetDateTime::now_utc(),
+    );
+    if args.json {
+        let body = serde_json::json!({ "threshold_sec": threshold, "orphans": found });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).expect("JSON serializes")
+        );
+    } else if found.is_empty() {
+        println!(
+            "No orphaned GPU sections in {} (threshold {threshold} s).",
+            path.display()
+        );
+    } else {
+        println!(
+            "Orphaned GPU sections in {} (started, never finished):",
+            path.display()
+        );
+        for o in &found {
+            println!(
+                "  {}  {}  pid {}  open for {} s",
+                timefmt::human(o.pre_ts),
+                o.model_id,
+                o.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                o.age_sec
+            );
+        }
+        println!("A section that never finished means the process hung or died inside it, or the Mac panicked; `metal-guard diagnose` looks for the panic report.");
+    }
+    ExitCode::from(if found.is_empty() {
+        exit::OK
+    } else {
+        exit::FINDING
+    })
+}

@@ -1,0 +1,159 @@
+//! The status snapshot: everything a person or a dashboard needs in one
+//! versioned JSON document. `metal-guard status` prints it; `status-write`
+//! keeps `~/.cache/metal-guard/status.json` current. Its verdict is the one
+//! verdict (`gates::cooldown::current_verdict`), so status and panic-gate
+//! can never disagree.
+
+use crate::gates::cooldown::{self, CooldownVerdict};
+use crate::gates::mlx_lock::{self, LockPaths, LockStatus};
+use crate::gates::shell_guard::{self, GuardPaths, GuardStatus};
+use crate::hardware::{self, HardwareInfo};
+use crate::orphans::{self, Orphan};
+use crate::registry::{self, installed::InstalledPackages, AdvisoryReport};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// Version of the snapshot layout (the Python tool wrote "1.0"; ours has
+/// different sections, so it starts at "2.0").
+pub const SCHEMA_VERSION: &str = "2.0";
+
+/// The snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusSnapshot {
+    pub schema_version: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    pub captured_at: OffsetDateTime,
+    pub version: &'static str,
+    /// `defensive` or `observer` (`METALGUARD_MODE`).
+    pub mode: String,
+    /// 0 proceed, 2 blocked, 3 the gate failed: what `panic-gate` would exit with.
+    pub exit_code: u8,
+    pub ok: bool,
+    pub verdict: Option<CooldownVerdict>,
+    pub gate_error: Option<String>,
+    pub lock: LockStatus,
+    pub shell_guard: GuardStatus,
+    pub hardware: HardwareInfo,
+    pub installed: InstalledPackages,
+    pub advisories: Vec<AdvisoryReport>,
+    pub breadcrumbs: BreadcrumbTail,
+    pub orphans: Vec<Orphan>,
+    pub warnings: Vec<String>,
+}
+
+/// The end of the breadcrumb log.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreadcrumbTail {
+    pub path: PathBuf,
+    pub last: Vec<String>,
+}
+
+/// `METALGUARD_MODE`: `observer` or `defensive` (the default; anything else
+/// is a warning and the default).
+pub fn mode(warnings: &mut Vec<String>) -> String {
+    match std::env::var("METALGUARD_MODE")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("") => "defensive".into(),
+        Some(m) if m.eq_ignore_ascii_case("defensive") => "defensive".into(),
+        Some(m) if m.eq_ignore_ascii_case("observer") => "observer".into(),
+        Some(m) => {
+            warnings.push(format!(
+                "metal-guard: warning: METALGUARD_MODE={m:?} is neither defensive nor observer; using defensive"
+            ));
+            "defensive".into()
+        }
+    }
+}
+
+/// The last `n` lines of the breadcrumb log.
+pub fn breadcrumb_tail(path: &Path, n: usize, warnings: &mut Vec<String>) -> Vec<String> {
+    match orphans::read_tail_text(path, 256 * 1024) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines[lines.len().saturating_sub(n)..]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "metal-guard: warning: cannot read the breadcrumb log {} ({e})",
+                path.display()
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// The orphan threshold: `METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC`, else 90 s.
+pub fn orphan_threshold(warnings: &mut Vec<String>) -> f64 {
+    crate::gates::env_config::positive_seconds(
+        &crate::gates::env_config::process_env,
+        "METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC",
+        orphans::DEFAULT_THRESHOLD_SEC,
+        warnings,
+    )
+}
+
+/// Takes the snapshot now.
+pub fn capture(report_dirs: &[PathBuf], breadcrumb_lines: usize) -> StatusSnapshot {
+    let mut warnings = Vec::new();
+    let mode = mode(&mut warnings);
+    let (verdict, gate_error, exit_code) = match cooldown::current_verdict(report_dirs) {
+        Ok(v) => {
+            warnings.extend(v.warnings.iter().cloned());
+            let code = v.exit_code;
+            (Some(v), None, code)
+        }
+        Err(e) => (None, Some(e.to_string()), cooldown::EXIT_GATE_FAILED),
+    };
+    let lock = mlx_lock::lock_status(&LockPaths::from_env());
+    warnings.extend(lock.warnings.iter().cloned());
+    let installed = registry::installed::installed_packages(None, &registry::WATCHED_PACKAGES);
+    let advisories = registry::check_advisories(&registry::registry(), &installed.versions);
+    let bc_path = crate::breadcrumbs::breadcrumb_path();
+    let last = breadcrumb_tail(&bc_path, breadcrumb_lines, &mut warnings);
+    let threshold = orphan_threshold(&mut warnings);
+    let now = OffsetDateTime::now_utc();
+    let orphans = match orphans::read_log(&bc_path) {
+        Ok(lines) => orphans::find_orphans(&lines, time::Duration::seconds_f64(threshold), now),
+        Err(_) => Vec::new(),
+    };
+    StatusSnapshot {
+        schema_version: SCHEMA_VERSION,
+        captured_at: now,
+        version: env!("CARGO_PKG_VERSION"),
+        mode,
+        exit_code,
+        ok: exit_code == cooldown::EXIT_PROCEED,
+        verdict,
+        gate_error,
+        lock,
+        shell_guard: shell_guard::status(&GuardPaths::from_env()),
+        hardware: hardware::detect(),
+        installed,
+        advisories,
+        breadcrumbs: BreadcrumbTail {
+            path: bc_path,
+            last,
+        },
+        orphans,
+        warnings,
+    }
+}
+
+/// `~/.cache/metal-guard/status.json`.
+pub fn status_path() -> PathBuf {
+    crate::paths::state_dir().join("status.json")
+}
+
+/// Writes the snapshot atomically.
+pub fn write_snapshot(path: &Path, snap: &StatusSnapshot) -> std::io::Result<Option<String>> {
+    let mut bytes = serde_json::to_vec_pretty(snap).expect("the snapshot serializes");
+    bytes.push(b'\n');
+    crate::gates::state_file::write_state(path, &bytes)
+}
