@@ -23,6 +23,8 @@ _EXPORTS = {
     "parse_panic_reports": "forensics",
     "check_known_panic_model": "registry",
     "warn_if_known_panic_model": "registry",
+    "is_guarded": "handshake",
+    "guard_version": "handshake",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -252,6 +252,7 @@ fn watch(dir: &HandshakeDir, pid: u32, not_loaded: &str, advice: &str) -> ! {
     let started = Instant::now();
     let mut confirmed = false;
     let mut warned = false;
+    let mut released_stderr = false;
     loop {
         let failed_launch = dir.dir.join("launch-failed").exists();
         if !confirmed && !failed_launch && dir.record_for(pid).is_some() {
@@ -272,6 +273,14 @@ fn watch(dir: &HandshakeDir, pid: u32, not_loaded: &str, advice: &str) -> ! {
         }
         if !alive {
             break;
+        }
+        if (confirmed || warned) && !released_stderr {
+            // Nothing more to say: let go of the caller's stderr now. A caller
+            // that reads the program's stderr to EOF before reaping it (Python's
+            // `subprocess.run(..., capture_output=True)`) would otherwise wait for
+            // this watcher, which waits for the unreaped (zombie) program.
+            release_stderr();
+            released_stderr = true;
         }
         // Fast while the handshake is due, then slow: the folder stays until
         // the program exits, because its children (multiprocessing, re-execs)
@@ -303,6 +312,20 @@ fn detach_from_terminal_io() {
         if null >= 0 {
             libc::dup2(null, 0);
             libc::dup2(null, 1);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+}
+
+fn release_stderr() {
+    // SAFETY: plain syscalls on this process's own descriptor 2; the path is
+    // NUL-terminated.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 2);
             if null > 2 {
                 libc::close(null);
             }

@@ -53,7 +53,10 @@ impl Variant {
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let last = stderr.lines().last().unwrap_or("(no message)");
-            return Err(format!("`{}` failed ({}): {last}", self.label, output.status));
+            return Err(format!(
+                "`{}` failed ({}): {last}",
+                self.label, output.status
+            ));
         }
         Ok(elapsed)
     }
@@ -95,7 +98,9 @@ fn install_python_tool(python: &Path, venv: &Path) -> Result<PathBuf, String> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().last().unwrap_or("(no message)").to_string();
-        return Err(format!("pip install {PYTHON_TOOL_REQUIREMENT} failed: {last}"));
+        return Err(format!(
+            "pip install {PYTHON_TOOL_REQUIREMENT} failed: {last}"
+        ));
     }
     Ok(venv_python)
 }
@@ -103,7 +108,8 @@ fn install_python_tool(python: &Path, venv: &Path) -> Result<PathBuf, String> {
 fn main() {
     let args = Args::parse();
     let runs = args.runs.max(3);
-    let python = PathBuf::from(std::env::var("MG_BENCH_PYTHON").unwrap_or_else(|_| "python3".into()));
+    let python =
+        PathBuf::from(std::env::var("MG_BENCH_PYTHON").unwrap_or_else(|_| "python3".into()));
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench/ sits inside the repository")
@@ -140,7 +146,9 @@ fn main() {
                     env: Vec::new(),
                 });
                 variants.push(Variant {
-                    label: format!("venv python -c 'import metal_guard'  ({PYTHON_TOOL_REQUIREMENT})"),
+                    label: format!(
+                        "venv python -c 'import metal_guard'  ({PYTHON_TOOL_REQUIREMENT})"
+                    ),
                     program: venv_python,
                     args: vec!["-c".into(), "import metal_guard".into()],
                     env: Vec::new(),
