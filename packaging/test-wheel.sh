@@ -49,7 +49,10 @@ if grep -q "tests/" <<<"$contents"; then fail "the wheel carries test files"; fi
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-venv="$scratch/venv with space"  # pip writes /bin/sh trampolines for such paths
+# No space in the path: on Linux LD_PRELOAD splits on spaces, so a library
+# under such a path cannot be preloaded (mlx-safe-python --check says so).
+# macOS's DYLD_INSERT_LIBRARIES splits on colons only.
+venv="$scratch/venv"
 home="$scratch/home"
 reports="$scratch/reports"
 mkdir -p "$home" "$reports"
