@@ -4,8 +4,11 @@
 //!
 //! `cargo run --release -p metal-guard-bench --bin python_import [-- --runs N]`
 //!
-//! Ours is imported from the repository's `python/` folder (the same files the
-//! wheel carries). `MG_BENCH_PYTHON` picks the interpreter (default `python3`);
+//! Both run in fresh virtual environments made from the same interpreter (so
+//! neither pays for the base interpreter's site-packages): ours imports the
+//! repository's `python/` folder (the files the wheel carries), the Python tool
+//! is pip-installed. `MG_BENCH_PYTHON` picks the interpreter (default `python3`,
+//! resolved to the real binary so a version manager's shim is not timed);
 //! `MG_BENCH_SKIP_PYPI=1` skips the Python tool (no network).
 //! Target (issue 7): ours adds at most 10 ms to bare Python.
 
@@ -21,7 +24,7 @@ const PYTHON_TOOL_REQUIREMENT: &str = "metal-guard==1.1.0";
 #[derive(Parser, Debug)]
 #[command(about = "Median cost of `import metal_guard`: bare Python, ours, the Python tool.")]
 struct Args {
-    /// Runs per variant (interleaved, after two warm-up runs each).
+    /// Rounds; each round runs every variant once, bare and import back to back.
     #[arg(long, default_value_t = 30)]
     runs: usize,
 }
@@ -62,6 +65,35 @@ impl Variant {
     }
 }
 
+/// The interpreter binary itself: `python3` on PATH is often a version
+/// manager's shell-script shim (pyenv's costs hundreds of milliseconds), which
+/// would swamp what is measured here.
+fn real_interpreter(requested: &str) -> Result<PathBuf, String> {
+    let output = Command::new(requested)
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("could not run {requested}: {err}"))?;
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || path.is_empty() {
+        return Err(format!("{requested} did not report its executable"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn median_f64(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let mid = samples.len() / 2;
+    if samples.len() % 2 == 0 {
+        (samples[mid - 1] + samples[mid]) / 2.0
+    } else {
+        samples[mid]
+    }
+}
+
 fn median_ms(samples: &mut [Duration]) -> f64 {
     samples.sort();
     let mid = samples.len() / 2;
@@ -73,17 +105,27 @@ fn median_ms(samples: &mut [Duration]) -> f64 {
     median.as_secs_f64() * 1e3
 }
 
-/// Installs the Python tool into `venv` and returns that environment's python.
-fn install_python_tool(python: &Path, venv: &Path) -> Result<PathBuf, String> {
-    let status = Command::new(python)
-        .args(["-m", "venv"])
+/// A fresh virtual environment; returns its python.
+fn make_venv(python: &Path, venv: &Path, with_pip: bool) -> Result<PathBuf, String> {
+    let mut command = Command::new(python);
+    command.args(["-m", "venv"]);
+    if !with_pip {
+        command.arg("--without-pip");
+    }
+    let status = command
         .arg(venv)
+        .stdout(Stdio::null())
         .status()
         .map_err(|err| format!("python -m venv: {err}"))?;
     if !status.success() {
         return Err(format!("python -m venv {} failed", venv.display()));
     }
-    let venv_python = venv.join("bin").join("python");
+    Ok(venv.join("bin").join("python"))
+}
+
+/// Installs the Python tool into a new venv and returns that environment's python.
+fn install_python_tool(python: &Path, venv: &Path) -> Result<PathBuf, String> {
+    let venv_python = make_venv(python, venv, true)?;
     let output = Command::new(&venv_python)
         .args([
             "-m",
@@ -105,104 +147,169 @@ fn install_python_tool(python: &Path, venv: &Path) -> Result<PathBuf, String> {
     Ok(venv_python)
 }
 
+/// One implementation: its interpreter and environment, timed bare and importing.
+struct Contender {
+    name: String,
+    bare: Variant,
+    import: Variant,
+}
+
+impl Contender {
+    fn new(name: String, python: PathBuf, env: Vec<(String, String)>) -> Contender {
+        let variant = |code: &str| Variant {
+            label: format!("{name}: python -c '{code}'"),
+            program: python.clone(),
+            args: vec!["-c".into(), code.into()],
+            env: env.clone(),
+        };
+        Contender {
+            bare: variant("pass"),
+            import: variant("import metal_guard"),
+            name,
+        }
+    }
+
+    /// `import metal_guard`'s cumulative time as `python -X importtime` reports it.
+    fn import_time(&self) -> Result<Duration, String> {
+        let mut command = Command::new(&self.import.program);
+        command
+            .args(["-X", "importtime", "-c", "import metal_guard"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (key, value) in &self.import.env {
+            command.env(key, value);
+        }
+        let output = command
+            .output()
+            .map_err(|err| format!("{}: -X importtime: {err}", self.name))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Lines: "import time:  self [us] | cumulative | imported package".
+        stderr
+            .lines()
+            .filter_map(|line| line.strip_prefix("import time:"))
+            .filter_map(|rest| {
+                let mut cols = rest.split('|');
+                let _self_us = cols.next()?;
+                let cumulative = cols.next()?.trim().parse::<u64>().ok()?;
+                let name = cols.next()?;
+                (name.trim_end() == " metal_guard").then_some(cumulative)
+            })
+            .last()
+            .map(Duration::from_micros)
+            .ok_or_else(|| {
+                format!(
+                    "{}: -X importtime printed no line for metal_guard",
+                    self.name
+                )
+            })
+    }
+}
+
+fn exit_with(err: String) -> ! {
+    eprintln!("error: {err}");
+    std::process::exit(1);
+}
+
 fn main() {
     let args = Args::parse();
     let runs = args.runs.max(3);
-    let python =
-        PathBuf::from(std::env::var("MG_BENCH_PYTHON").unwrap_or_else(|_| "python3".into()));
+    let requested = std::env::var("MG_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = real_interpreter(&requested).unwrap_or_else(|err| {
+        exit_with(format!(
+            "{err}; set MG_BENCH_PYTHON to a Python 3 interpreter"
+        ))
+    });
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench/ sits inside the repository")
         .to_path_buf();
-    let our_source = repo.join("python");
-    let pythonpath = vec![("PYTHONPATH".to_string(), our_source.display().to_string())];
+    let scratch = tempfile::tempdir().expect("a temporary directory for the venvs");
 
-    let mut variants = vec![
-        Variant {
-            label: "python -c pass".into(),
-            program: python.clone(),
-            args: vec!["-c".into(), "pass".into()],
-            env: pythonpath.clone(),
-        },
-        Variant {
-            label: "python -c 'import metal_guard'  (ours)".into(),
-            program: python.clone(),
-            args: vec!["-c".into(), "import metal_guard".into()],
-            env: pythonpath.clone(),
-        },
-    ];
-
-    let scratch = tempfile::tempdir().expect("a temporary directory for the Python tool's venv");
+    let ours_python =
+        make_venv(&python, &scratch.path().join("ours"), false).unwrap_or_else(|e| exit_with(e));
+    let mut contenders = vec![Contender::new(
+        "ours".into(),
+        ours_python,
+        vec![(
+            "PYTHONPATH".to_string(),
+            repo.join("python").display().to_string(),
+        )],
+    )];
     let mut python_tool_note = None;
     if std::env::var_os("MG_BENCH_SKIP_PYPI").is_some() {
         python_tool_note = Some("skipped (MG_BENCH_SKIP_PYPI is set)".to_string());
     } else {
         match install_python_tool(&python, &scratch.path().join("python-tool")) {
             Ok(venv_python) => {
-                variants.push(Variant {
-                    label: "venv python -c pass".into(),
-                    program: venv_python.clone(),
-                    args: vec!["-c".into(), "pass".into()],
-                    env: Vec::new(),
-                });
-                variants.push(Variant {
-                    label: format!(
-                        "venv python -c 'import metal_guard'  ({PYTHON_TOOL_REQUIREMENT})"
-                    ),
-                    program: venv_python,
-                    args: vec!["-c".into(), "import metal_guard".into()],
-                    env: Vec::new(),
-                });
+                contenders.push(Contender::new(
+                    PYTHON_TOOL_REQUIREMENT.to_string(),
+                    venv_python,
+                    Vec::new(),
+                ));
             }
             Err(err) => python_tool_note = Some(format!("not measured: {err}")),
         }
     }
 
     // Warm the page cache and write .pyc files before timing anything.
-    for variant in &variants {
-        for _ in 0..2 {
-            if let Err(err) = variant.run_once() {
-                eprintln!("error: {err}");
-                std::process::exit(1);
+    for contender in &contenders {
+        for variant in [&contender.bare, &contender.import] {
+            for _ in 0..2 {
+                variant.run_once().unwrap_or_else(|e| exit_with(e));
             }
         }
     }
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); variants.len()];
+    // Per contender: bare samples, import samples, and per-round differences
+    // (import minus the bare run just before it, which cancels slow drift).
+    let mut bare: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); contenders.len()];
+    let mut import: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); contenders.len()];
+    let mut deltas: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); contenders.len()];
     for _ in 0..runs {
-        for (variant, bucket) in variants.iter().zip(samples.iter_mut()) {
-            match variant.run_once() {
-                Ok(elapsed) => bucket.push(elapsed),
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    std::process::exit(1);
-                }
-            }
+        for (i, contender) in contenders.iter().enumerate() {
+            let b = contender.bare.run_once().unwrap_or_else(|e| exit_with(e));
+            let m = contender.import.run_once().unwrap_or_else(|e| exit_with(e));
+            bare[i].push(b);
+            import[i].push(m);
+            deltas[i].push((m.as_secs_f64() - b.as_secs_f64()) * 1e3);
         }
     }
-    let medians: Vec<f64> = samples.iter_mut().map(|s| median_ms(s)).collect();
+    let mut import_times = Vec::new();
+    for contender in &contenders {
+        let mut samples: Vec<Duration> = (0..runs.min(15))
+            .map(|_| contender.import_time().unwrap_or_else(|e| exit_with(e)))
+            .collect();
+        import_times.push(median_ms(&mut samples));
+    }
 
-    println!("import metal_guard: median wall time of {runs} runs each, interleaved");
-    println!("{:<62} {:>9} {:>10}", "command", "median", "over bare");
-    for (index, (variant, median)) in variants.iter().zip(&medians).enumerate() {
-        // Each pair (bare, import) shares an interpreter: compare within the pair.
-        let bare = medians[index - index % 2];
-        let over = if index % 2 == 0 {
-            String::from("-")
-        } else {
-            format!("{:+.2} ms", median - bare)
-        };
-        println!("{:<62} {:>6.2} ms {:>10}", variant.label, median, over);
+    println!(
+        "import metal_guard: {runs} rounds, each running bare `python -c pass` and `python -c 'import metal_guard'` back to back"
+    );
+    println!(
+        "{:<24} {:>12} {:>14} {:>18} {:>18}",
+        "", "bare (median)", "import (median)", "added (median/round)", "-X importtime"
+    );
+    let mut added = Vec::new();
+    for (i, contender) in contenders.iter().enumerate() {
+        let delta = median_f64(&mut deltas[i]);
+        added.push(delta);
+        println!(
+            "{:<24} {:>9.2} ms {:>11.2} ms {:>15.2} ms {:>15.2} ms",
+            contender.name,
+            median_ms(&mut bare[i]),
+            median_ms(&mut import[i]),
+            delta,
+            import_times[i],
+        );
     }
     if let Some(note) = python_tool_note {
         println!("{PYTHON_TOOL_REQUIREMENT}: {note}");
     }
-    let ours_over = medians[1] - medians[0];
-    println!(
-        "ours adds {ours_over:.2} ms to bare Python (target: at most 10 ms){}",
-        if medians.len() == 4 {
-            format!("; the Python tool adds {:.2} ms", medians[3] - medians[2])
-        } else {
-            String::new()
-        }
+    let mut summary = format!(
+        "ours adds {:.2} ms to bare Python (target: at most 10 ms)",
+        added[0]
     );
+    if added.len() == 2 {
+        summary.push_str(&format!("; the Python tool adds {:.2} ms", added[1]));
+    }
+    println!("{summary}");
 }
