@@ -87,20 +87,20 @@ fn real_interpreter(requested: &str) -> Result<PathBuf, String> {
 fn median_f64(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     let mid = samples.len() / 2;
-    if samples.len() % 2 == 0 {
-        (samples[mid - 1] + samples[mid]) / 2.0
-    } else {
+    if samples.len() % 2 == 1 {
         samples[mid]
+    } else {
+        (samples[mid - 1] + samples[mid]) / 2.0
     }
 }
 
 fn median_ms(samples: &mut [Duration]) -> f64 {
     samples.sort();
     let mid = samples.len() / 2;
-    let median = if samples.len() % 2 == 0 {
-        (samples[mid - 1] + samples[mid]) / 2
-    } else {
+    let median = if samples.len() % 2 == 1 {
         samples[mid]
+    } else {
+        (samples[mid - 1] + samples[mid]) / 2
     };
     median.as_secs_f64() * 1e3
 }
@@ -194,7 +194,7 @@ impl Contender {
                 let name = cols.next()?;
                 (name.trim_end() == " metal_guard").then_some(cumulative)
             })
-            .last()
+            .next_back()
             .map(Duration::from_micros)
             .ok_or_else(|| {
                 format!(
