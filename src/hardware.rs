@@ -160,7 +160,7 @@ pub fn detect() -> HardwareInfo {
         platform: "macos".into(),
         ..Default::default()
     };
-    let mut note = |field: &str, why: String, info: &mut HardwareInfo| {
+    let note = |field: &str, why: String, info: &mut HardwareInfo| {
         info.unavailable.insert(field.to_string(), why);
     };
     match sys::cpu_brand() {

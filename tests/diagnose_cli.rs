@@ -168,6 +168,12 @@ fn bad_inputs_are_skipped_with_one_line_each() {
     drop(huge);
     symlink("loop.panic", dir.join("loop.panic")).unwrap();
     symlink(dir.join("nowhere"), dir.join("dangling.panic")).unwrap();
+    // A named pipe would block a reader forever.
+    let mkfifo = Command::new("mkfifo")
+        .arg(dir.join("pipe.panic"))
+        .status()
+        .unwrap();
+    assert!(mkfifo.success());
     // App crash reports are not opened at all (picked out by name).
     fs::write(
         dir.join("Python-2026-04-24-000000.ips"),
@@ -212,6 +218,7 @@ fn bad_inputs_are_skipped_with_one_line_each() {
         ("huge.panic", "too large"),
         ("loop.panic", "symlink loop"),
         ("dangling.panic", "does not exist"),
+        ("pipe.panic", "not a regular file"),
         ("locked", "permission denied"),
         ("does-not-exist", "does not exist"),
     ];
@@ -239,6 +246,29 @@ fn running_as_root() -> bool {
             m.uid() == 0
         })
         .unwrap_or(false)
+}
+
+#[test]
+fn file_names_that_are_not_utf8_still_give_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let home = open_tempdir();
+    let reports = open_tempdir();
+    let name = std::ffi::OsStr::from_bytes(b"panic-full-\xff\xfe.panic");
+    fs::write(
+        reports.path().join(name),
+        fixture("22-iogpu-pendingmemoryset-219-omlx1265-martinfjant.txt"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(metal_guard(home.path())
+        .args(["diagnose", "--json", "--reports"])
+        .arg(reports.path()));
+    assert_eq!(code, 0, "{stderr}");
+    let v = json(&stdout);
+    assert_eq!(v["reports"][0]["signature"], "pending_memory_set");
+    assert!(v["reports"][0]["file"]
+        .as_str()
+        .unwrap()
+        .contains("panic-full-\u{fffd}"));
 }
 
 #[test]
@@ -381,4 +411,78 @@ fn damaged_history_is_kept_and_reported() {
     let ledger = fs::read_to_string(state.join("panics.jsonl")).unwrap();
     assert!(ledger.starts_with("garbage line\n"));
     assert_eq!(ledger.lines().count(), 5);
+}
+
+#[test]
+fn wizard_reports_an_active_cooldown_after_a_recent_panic() {
+    let home = open_tempdir();
+    let reports = open_tempdir();
+    let t = time::OffsetDateTime::now_utc() - time::Duration::minutes(30);
+    let name = format!(
+        "panic-full-{:04}-{:02}-{:02}-{:02}{:02}{:02}.0002.panic",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    fs::write(
+        reports.path().join(name),
+        fixture("01-iogpu-completememory-550-mlxlm1666-giumazzi.txt"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        run(metal_guard(home.path()).env("METALGUARD_PANIC_REPORT_DIRS", reports.path()));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("(30 minutes ago)"), "{stdout}");
+    assert!(stdout.contains("Can MLX run now?"), "{stdout}");
+    assert!(stdout.contains("COOLDOWN"), "{stdout}");
+}
+
+/// The prompt appears only on a terminal: run the wizard under `script`
+/// (util-linux), which gives it a pseudo-terminal, and answer on its stdin.
+#[cfg(target_os = "linux")]
+fn wizard_on_a_terminal(home: &Path, reports: &Path, answer: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("'{BIN}'"), "/dev/null"])
+        .env_clear()
+        .env("HOME", home)
+        .env("SHELL", "/bin/bash")
+        .env("TZ", "UTC")
+        .env("PATH", "/usr/bin:/bin")
+        .env("METALGUARD_PANIC_REPORT_DIRS", reports)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn wizard_on_a_terminal_offers_the_guard_default_no() {
+    let home = open_tempdir();
+    let stdout = wizard_on_a_terminal(home.path(), &examples_dir(), "\n");
+    assert!(
+        stdout.contains("Install the shell guard now? [y/N]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Not installed."), "{stdout}");
+    assert!(!home.path().join(".bashrc").exists());
+
+    let stdout = wizard_on_a_terminal(home.path(), &examples_dir(), "y\n");
+    let rc =
+        fs::read_to_string(home.path().join(".bashrc")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(rc.contains("# >>> metal-guard >>>"), "{rc}");
 }

@@ -129,4 +129,5 @@ fn facts_from_ips_reports() {
     assert_eq!(r.signature, None);
     assert_eq!(r.os_build.as_deref(), Some("24F74"));
     assert_eq!(r.time.unwrap().unix_timestamp(), 1_751_636_654);
+    assert_eq!(r.machine.as_deref(), Some("Mac14,9"));
 }

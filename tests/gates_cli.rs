@@ -180,21 +180,45 @@ fn non_iogpu_panics_an_hour_ago_proceed() {
 
 #[test]
 fn unreadable_report_folder_fails_the_gate_with_3() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return; // root lists any folder
-    }
-    use std::os::unix::fs::PermissionsExt;
     let home = tempfile::tempdir().unwrap();
-    let reports = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // A folder that cannot be listed by anyone, root included: a symlink loop.
+    let looped = scratch.path().join("DiagnosticReports");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
     let out = mg(home.path())
         .args(["panic-gate", "--reports"])
-        .arg(reports.path())
+        .arg(&looped)
         .output()
         .unwrap();
-    std::fs::set_permissions(reports.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list panic reports"));
+    let out = mg(home.path())
+        .args(["panic-gate", "--json", "--reports"])
+        .arg(&looped)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 3);
+    // A folder without read permission (meaningful when not root).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let locked = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+        let out = mg(home.path())
+            .args(["panic-gate", "--reports"])
+            .arg(locked.path())
+            .output()
+            .unwrap();
+        std::fs::set_permissions(locked.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(out.status.code(), Some(3));
+    }
 }
 
 fn race(home: &Path, n: usize, args: &[&str]) -> Vec<Output> {
@@ -243,9 +267,41 @@ fn eight_racing_cadence_checks_admit_exactly_one_twenty_times() {
 fn eight_racing_lock_runs_admit_exactly_one_twenty_times() {
     for round in 0..20 {
         let home = tempfile::tempdir().unwrap();
-        // The holder keeps the lock long enough for every racer to try.
-        let outs = race(home.path(), 8, &["lock", "run", "race", "--", "sleep", "1"]);
-        let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+        // The holder keeps the lock until the test says so, after every
+        // other racer has given up: no timing assumption at all.
+        let go = home.path().join("go");
+        let script = format!("while [ ! -e '{}' ]; do sleep 0.02; done", go.display());
+        let mut children: Vec<_> = (0..8)
+            .map(|_| {
+                mg(home.path())
+                    .args(["lock", "run", "race", "--", "sh", "-c", &script])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut codes: Vec<Option<i32>> = vec![None; 8];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while codes.iter().filter(|c| c.is_some()).count() < 7
+            && std::time::Instant::now() < deadline
+        {
+            for (c, child) in codes.iter_mut().zip(children.iter_mut()) {
+                if c.is_none() {
+                    if let Some(st) = child.try_wait().unwrap() {
+                        *c = st.code();
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::write(&go, b"").unwrap();
+        for (c, child) in codes.iter_mut().zip(children.iter_mut()) {
+            if c.is_none() {
+                *c = child.wait().unwrap().code();
+            }
+        }
+        let codes: Vec<i32> = codes.into_iter().map(|c| c.unwrap()).collect();
         assert_eq!(
             codes.iter().filter(|&&c| c == 0).count(),
             1,
@@ -304,16 +360,21 @@ fn lock_release_force_stops_a_live_holder_and_a_crash_frees_the_lock() {
         .args(["lock", "run", "crash", "--", "sleep", "30"])
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if record.exists() {
+    // Wait until the record names the child: under load the record can exist
+    // a moment before `child_pid` is filled in.
+    let mut pid: i64 = 0;
+    for _ in 0..500 {
+        pid = std::fs::read(&record)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["child_pid"].as_i64())
+            .unwrap_or(0);
+        if pid > 0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let pid: i64 = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&record).unwrap())
-        .unwrap()["child_pid"]
-        .as_i64()
-        .unwrap_or(0);
+    assert!(pid > 0, "the lock record never named the child");
     holder.kill().unwrap();
     holder.wait().unwrap();
     // The child (sleep) still holds the inherited lock: kill it too, as a crash would.
@@ -357,8 +418,17 @@ fn status_agrees_with_panic_gate_and_postmortem_sets_the_sentinel() {
     assert_eq!(snap["verdict"]["kind"], "cooldown");
     let (code, gate) = gate_json(home.path(), reports.path());
     assert_eq!(code, 2);
-    assert_eq!(gate["reason"], snap["verdict"]["reason"]);
-    assert_eq!(gate["cooldown_until"], snap["verdict"]["cooldown_until"]);
+    // The same verdict (the reason's "N min ago" may tick between the two calls).
+    for key in [
+        "kind",
+        "exit_code",
+        "cooldown_until",
+        "recent_panics_24h",
+        "recent_panics_72h",
+        "latest_panic",
+    ] {
+        assert_eq!(gate[key], snap["verdict"][key], "{key}");
+    }
 
     // A fresh HOME: the postmortem finds the panic and writes the sentinel,
     // which then holds the gate even with no reports at all.
@@ -523,4 +593,44 @@ fn status_write_daemon_stops_cleanly_on_sigterm() {
         .output()
         .unwrap();
     assert_eq!(once.status.code(), Some(0));
+}
+
+#[test]
+fn lock_run_passes_the_exit_code_through() {
+    let home = tempfile::tempdir().unwrap();
+    let out = mg(home.path())
+        .args(["lock", "run", "x", "--", "sh", "-c", "exit 7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let out = mg(home.path())
+        .args(["lock", "run", "x", "--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(!home
+        .path()
+        .join(".metal-guard/locks/mlx_exclusive.lock")
+        .exists());
+    // MLX_LOCK_PATH moves the record.
+    let custom = home.path().join("elsewhere").join("mlx.lock");
+    let out = mg(home.path())
+        .env("MLX_LOCK_PATH", &custom)
+        .args([
+            "lock",
+            "run",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "test -f \"$0\"",
+            custom.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the record exists while the command runs"
+    );
 }

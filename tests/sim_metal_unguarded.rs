@@ -133,6 +133,40 @@ fn forensics_classifies_every_simulated_report() {
     }
 }
 
+fn panic_gate(dir: &Path, scratch: &Path) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_metal-guard"))
+        .args(["panic-gate", "--json", "--reports"])
+        .arg(dir)
+        .env("HOME", scratch)
+        .env_remove("METALGUARD_PANIC_REPORT_DIRS")
+        .env_remove("METALGUARD_PANIC_GATE_DISABLED")
+        .env_remove("MLX_SAFE_PYTHON_FORCE")
+        .output()
+        .expect("run metal-guard panic-gate");
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("panic-gate --json: {e}: {out:?}"));
+    (out.status.code(), json)
+}
+
+#[test]
+fn a_simulated_panic_puts_the_gate_into_cooldown() {
+    let scratch = tempfile::tempdir().unwrap();
+    let run_spec = WorkloadRun::new(Workload::ConcurrentTrim, scratch.path());
+    std::fs::create_dir_all(&run_spec.panic_dir).unwrap();
+    let home = scratch.path().join("gate-home");
+    std::fs::create_dir_all(&home).unwrap();
+
+    let (code, json) = panic_gate(&run_spec.panic_dir, &home);
+    assert_eq!(code, Some(0), "no report yet: {json}");
+
+    let out = run(run_spec.clone());
+    assert!(out.panicked(), "{}", out.describe());
+    let (code, json) = panic_gate(&run_spec.panic_dir, &home);
+    assert_eq!(code, Some(2), "{json}");
+    assert_eq!(json["exit_code"], 2, "{json}");
+    assert_eq!(json["recent_panics_24h"], 1, "{json}");
+}
+
 #[test]
 fn residency_churn_panics_with_the_group_memory_signature() {
     let scratch = tempfile::tempdir().unwrap();
@@ -221,7 +255,7 @@ fn each_guard_lever_by_hand_prevents_its_bug() {
         }),
         ("pause between loads", {
             let s = tempfile::tempdir().unwrap().keep();
-            WorkloadRun::new(Workload::LoadUnload, &s).arg("pause-ms", "40")
+            WorkloadRun::new(Workload::LoadUnload, &s).arg("pause-ms", "250")
         }),
         ("removals after completion", {
             let s = tempfile::tempdir().unwrap().keep();
@@ -241,6 +275,19 @@ fn each_guard_lever_by_hand_prevents_its_bug() {
         let _ = std::fs::remove_dir_all(case.panic_dir.parent().unwrap());
         assert!(out.clean(), "{lever}: {}", out.describe());
     }
+}
+
+#[test]
+fn the_inherited_method_check_catches_a_replaced_superclass_method() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = run(WorkloadRun::new(Workload::Steady, scratch.path()).arg("break-superclass", "1"));
+    assert_eq!(out.status.code(), Some(3), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("inherited-method trap: -[SimIOGPUMetalCommandBuffer commit]"),
+        "{}",
+        out.describe()
+    );
 }
 
 #[test]

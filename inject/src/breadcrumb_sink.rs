@@ -262,16 +262,7 @@ impl BreadcrumbSink {
 /// Makes written data durable: `F_FULLFSYNC` on macOS (plain `fsync` there
 /// only reaches the drive's cache), `fsync` elsewhere.
 fn full_sync(file: &File) -> std::io::Result<()> {
-    #[cfg(target_os = "macos")]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: fcntl on a file descriptor we own, with an argument-less command.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_FULLFSYNC) } == 0 {
-            return Ok(());
-        }
-        // Filesystems without F_FULLFSYNC (network, some FUSE): fall back.
-    }
-    file.sync_data()
+    metal_guard::state::durable_sync::durable_sync(file)
 }
 
 #[cfg(test)]

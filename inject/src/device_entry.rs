@@ -113,7 +113,7 @@ fn first_device(guard: &'static Guard, rt: &ObjcRuntime, device: Id) {
 /// fault injection (or a real bug) must not flood the host's stderr. This
 /// hook belongs to the library's own copy of the Rust runtime, so a Rust
 /// host's panic hook is untouched.
-fn quiet_panic_messages() {
+pub(crate) fn quiet_panic_messages() {
     let default = std::panic::take_hook();
     let printed = std::sync::atomic::AtomicBool::new(false);
     std::panic::set_hook(Box::new(move |info| {

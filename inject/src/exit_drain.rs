@@ -92,5 +92,6 @@ fn drain() {
         }
     }
     guard.sink.flush_queued();
+    guard.close_sections_at_exit();
     guard.write_summary();
 }

@@ -1,7 +1,20 @@
 //! The verdict the interposer's gate applies: `metal_guard::gates::cooldown`,
-//! the one cooldown verdict shared by `panic-gate`, `status` and the launcher.
+//! the one cooldown verdict shared by `panic-gate`, `status` and the launcher,
+//! over the report folders `metal_guard::forensics::report_dirs` names
+//! (`METALGUARD_PANIC_REPORT_DIRS`, else the macOS defaults).
+
+use metal_guard::gates::cooldown::current_verdict;
 
 /// `Ok(None)`: proceed; `Ok(Some((reason, how_to_clear)))`: blocked.
 pub fn current() -> Result<Option<(String, Option<String>)>, String> {
-    Ok(None)
+    let dirs = metal_guard::forensics::report_dirs(&[]);
+    let verdict = current_verdict(&dirs).map_err(|e| e.to_string())?;
+    for w in &verdict.warnings {
+        eprintln!("{w}");
+    }
+    if verdict.allows_run() {
+        Ok(None)
+    } else {
+        Ok(Some((verdict.reason, verdict.how_to_clear)))
+    }
 }

@@ -7,7 +7,9 @@ use crate::command_buffer_table::CommandBufferTable;
 use crate::cross_process_cadence;
 use crate::depth;
 use crate::reaper::Reaper;
-use metal_guard::engine::cadence::{decide, BurstDetector, CadenceDecision, CadenceMode};
+use metal_guard::engine::cadence::{
+    decide, is_unload, BurstDetector, CadenceDecision, CadenceMode,
+};
 use metal_guard::engine::ceiling::{CeilingVerdict, SizeCeiling};
 use metal_guard::engine::commit_gate::CommitGate;
 use metal_guard::engine::config::{GuardConfig, Mode, TestFault};
@@ -33,7 +35,6 @@ pub fn init(config: GuardConfig) -> &'static Guard {
 /// Counters for the summary line and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub allocations: AtomicU64,
     pub refusals: AtomicU64,
     pub retained_upgrades: AtomicU64,
     pub commits_tracked: AtomicU64,
@@ -44,6 +45,7 @@ pub struct Stats {
     pub cadence_stalls: AtomicU64,
     pub loads: AtomicU64,
     pub unloads: AtomicU64,
+    pub release_bursts: AtomicU64,
     pub hook_faults: AtomicU64,
     pub waits: AtomicU64,
 }
@@ -75,6 +77,13 @@ pub struct Guard {
     /// (allocations made before the stall would already sit on the memory
     /// whose late completion bookkeeping the stall waits out).
     reload_pending: AtomicBool,
+    /// Whether the process's first load has been recognised; later bursts
+    /// of allocations (a prefill, a KV cache growing) are not loads unless
+    /// they follow an unload.
+    first_load_done: AtomicBool,
+    /// Highest live bytes since the last unload decision: what an unload is
+    /// measured against.
+    live_high_water: AtomicU64,
     /// Cadence stalls in progress (the load section stays open meanwhile).
     stalling: AtomicU64,
     pub watermark: CommandBufferWatermark,
@@ -101,6 +110,8 @@ impl Guard {
             load_open: AtomicBool::new(false),
             unload_open: AtomicBool::new(false),
             reload_pending: AtomicBool::new(false),
+            first_load_done: AtomicBool::new(false),
+            live_high_water: AtomicU64::new(0),
             stalling: AtomicU64::new(0),
             watermark: CommandBufferWatermark::new(),
             commit_gate: CommitGate::new(),
@@ -204,17 +215,12 @@ impl Guard {
             let now = self.now_ns();
             let burst = self.load_bursts.record(&self.config.burst, bytes, now);
             if self.reload_pending.load(Relaxed) && self.reload_pending.swap(false, Relaxed) {
-                // First large allocation after an unload: a reload starts here.
+                // First large allocation after a burst of frees: if that
+                // burst gave back most of what was live, it was an unload and
+                // a reload starts here; otherwise it was a cache trim.
+                self.decide_reload(now);
+            } else if burst.is_some() && !self.first_load_done.load(Relaxed) {
                 self.on_load_start(now);
-            } else if let Some(burst) = burst {
-                // A burst after quiet; unless this burst already counted as a
-                // reload at its first allocation.
-                if self
-                    .since(&self.last_load, now)
-                    .is_none_or(|ago| ago > now - burst.started_ns)
-                {
-                    self.on_load_start(now);
-                }
             }
         }
         AllocDecision::Proceed
@@ -223,8 +229,38 @@ impl Guard {
     /// Bookkeeping after the driver returned a buffer.
     #[inline]
     pub fn after_allocation(&self, bytes: u64) {
-        self.stats.allocations.fetch_add(1, Relaxed);
-        self.ledger.record_allocation(bytes, self.now_ns());
+        let live = self.ledger.record_allocation(bytes);
+        if live > self.live_high_water.load(Relaxed) {
+            self.live_high_water.fetch_max(live, Relaxed);
+        }
+    }
+
+    #[cold]
+    fn decide_reload(&self, now: u64) {
+        let live = self.ledger.live_bytes();
+        let before = self.live_high_water.swap(live, Relaxed);
+        if is_unload(before, live, self.config.unload_min_fraction) {
+            self.last_unload.fetch_max(
+                self.unload_bursts
+                    .last_event_ns()
+                    .unwrap_or(now)
+                    .saturating_add(1),
+                Relaxed,
+            );
+            self.stats.unloads.fetch_add(1, Relaxed);
+            self.sink.post(
+                Event::new("GUARD_CADENCE", "unload_confirmed")
+                    .with("live_before", before)
+                    .with("live", live),
+            );
+            self.on_load_start(now);
+        } else {
+            self.sink.post(
+                Event::new("GUARD_CADENCE", "release_was_not_an_unload")
+                    .with("live_before", before)
+                    .with("live", live),
+            );
+        }
     }
 
     /// A buffer of `bytes` is being freed (its `dealloc`).
@@ -243,7 +279,7 @@ impl Guard {
                 .record(&self.config.burst, bytes, now)
                 .is_some()
             {
-                self.on_unload_start(now);
+                self.on_release_burst(now);
             }
         }
     }
@@ -313,20 +349,25 @@ impl Guard {
 
     fn on_load_start(&self, now: u64) {
         self.stats.loads.fetch_add(1, Relaxed);
+        self.first_load_done.store(true, Relaxed);
         let model = self
             .config
             .model_id
             .clone()
             .unwrap_or_else(|| "unknown".into());
-        self.sink.write_durable(
-            metal_guard::breadcrumbs::TAG_PRE,
-            "model_load",
-            &[
-                ("model", model.clone()),
-                ("live", self.ledger.live_bytes().to_string()),
-            ],
-        );
-        self.load_open.store(true, Relaxed);
+        // One PRE per open section: a load recognised while the previous
+        // one's section is still open (its burst never went quiet) is
+        // checked against the cadence but opens nothing new.
+        if !self.load_open.swap(true, Relaxed) {
+            self.sink.write_durable(
+                metal_guard::breadcrumbs::TAG_PRE,
+                "model_load",
+                &[
+                    ("model", model),
+                    ("live", self.ledger.live_bytes().to_string()),
+                ],
+            );
+        }
         let policy = self.config.cadence;
         let mut decision = decide(
             &policy,
@@ -436,14 +477,13 @@ impl Guard {
         self.last_load.store(self.now_ns() + 1, Relaxed);
     }
 
-    fn on_unload_start(&self, now: u64) {
-        self.stats.unloads.fetch_add(1, Relaxed);
-        self.last_unload.store(now + 1, Relaxed);
+    fn on_release_burst(&self, _now: u64) {
+        self.stats.release_bursts.fetch_add(1, Relaxed);
         self.reload_pending.store(true, Relaxed);
         if !self.unload_open.swap(true, Relaxed) {
             self.sink.write_durable(
                 metal_guard::breadcrumbs::TAG_PRE,
-                "model_unload",
+                "release_burst",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
         }
@@ -453,6 +493,7 @@ impl Guard {
     /// sections once their bursts have gone quiet.
     pub fn tick(&self) {
         let now = self.now_ns();
+        self.ledger.sample_rate(now);
         let quiet = self.config.burst.quiet_ns;
         let ended = |d: &BurstDetector| {
             d.last_event_ns()
@@ -473,15 +514,31 @@ impl Guard {
             && ended(&self.unload_bursts)
             && self.unload_open.swap(false, Relaxed)
         {
-            // An unload keeps `last_unload` at its latest burst event.
-            if let Some(t) = self.unload_bursts.last_event_ns() {
-                self.last_unload.fetch_max(t + 1, Relaxed);
-            }
             self.sink.write_durable(
                 metal_guard::breadcrumbs::TAG_POST,
-                "model_unload",
+                "release_burst",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
+        }
+    }
+
+    /// Closes the load/unload sections still open at exit, so a clean exit
+    /// never leaves a `SUBPROC_PRE` without its POST (which `orphan-scan`
+    /// would report as work stuck on the GPU).
+    pub fn close_sections_at_exit(&self) {
+        let live = self.ledger.live_bytes().to_string();
+        for (open, payload) in [
+            (&self.load_open, "model_load"),
+            (&self.unload_open, "release_burst"),
+        ] {
+            if open.swap(false, Relaxed) {
+                self.sink.write_now(
+                    metal_guard::breadcrumbs::TAG_POST,
+                    payload,
+                    &[("live", live.clone()), ("outcome", "process_exit".into())],
+                    self.acts(),
+                );
+            }
         }
     }
 
@@ -494,7 +551,8 @@ impl Guard {
             "GUARD_SUMMARY",
             self.mode_name(),
             &[
-                ("allocations", v(&s.allocations)),
+                ("allocations", l.total_allocations.to_string()),
+                ("frees", l.total_frees.to_string()),
                 ("refusals", v(&s.refusals)),
                 ("retained_upgrades", v(&s.retained_upgrades)),
                 ("commits", v(&s.commits_tracked)),
@@ -504,11 +562,13 @@ impl Guard {
                 ("residency_noops", v(&s.residency_noops)),
                 ("loads", v(&s.loads)),
                 ("unloads", v(&s.unloads)),
+                ("release_bursts", v(&s.release_bursts)),
                 ("cadence_stalls", v(&s.cadence_stalls)),
                 ("hook_faults", v(&s.hook_faults)),
                 ("waits", v(&s.waits)),
                 ("peak_bytes", l.peak_bytes.to_string()),
                 ("largest", l.largest.to_string()),
+                ("allocations_per_sec", l.allocations_per_sec.to_string()),
                 ("live_bytes", l.live_bytes.to_string()),
                 ("in_flight", self.watermark.in_flight().to_string()),
             ],

@@ -21,6 +21,11 @@ pub struct HookSlot {
     classes: [AtomicPtr<c_void>; MAX_CLASSES_PER_SELECTOR],
     originals: [AtomicPtr<c_void>; MAX_CLASSES_PER_SELECTOR],
     len: AtomicUsize,
+    /// Every class an install was attempted on (hooked, covered by a hooked
+    /// superclass, or without the method), so repeat sightings skip the
+    /// install lock.
+    seen: [AtomicPtr<c_void>; MAX_CLASSES_PER_SELECTOR],
+    seen_len: AtomicUsize,
 }
 
 impl HookSlot {
@@ -32,6 +37,24 @@ impl HookSlot {
             classes: [NULL; MAX_CLASSES_PER_SELECTOR],
             originals: [NULL; MAX_CLASSES_PER_SELECTOR],
             len: AtomicUsize::new(0),
+            seen: [NULL; MAX_CLASSES_PER_SELECTOR],
+            seen_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether an install was already attempted on `cls` (lock-free).
+    #[inline]
+    pub fn seen(&self, cls: Class) -> bool {
+        let n = self.seen_len.load(Acquire);
+        (0..n).any(|i| self.seen[i].load(Relaxed) == cls)
+    }
+
+    /// Only under `INSTALL_LOCK`.
+    fn mark_seen(&self, cls: Class) {
+        let n = self.seen_len.load(Acquire);
+        if n < MAX_CLASSES_PER_SELECTOR && !self.seen(cls) {
+            self.seen[n].store(cls, Relaxed);
+            self.seen_len.store(n + 1, Release);
         }
     }
 
@@ -98,10 +121,14 @@ pub fn install(rt: &ObjcRuntime, cls: Class, slot: &HookSlot, hook: Imp) -> Inst
     if cls.is_null() {
         return InstallOutcome::NotImplemented;
     }
+    if slot.seen(cls) {
+        return InstallOutcome::AlreadyInstalled;
+    }
     let _lock = INSTALL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     if slot.contains(cls) {
         return InstallOutcome::AlreadyInstalled;
     }
+    slot.mark_seen(cls);
     let sel = rt.sel(slot.selector);
     if !rt.responds(cls, sel) {
         return InstallOutcome::NotImplemented;

@@ -28,6 +28,9 @@ mod ld_preload;
 mod objc_runtime;
 mod reaper;
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod cuda;
+
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -129,8 +129,19 @@ impl Run {
 }
 
 fn run(scenario: &str, guarded: bool, env: &[(&str, &str)]) -> Run {
+    run_with_home(scenario, guarded, env, &|_| {})
+}
+
+/// `run` with `setup` preparing the child's HOME first.
+fn run_with_home(
+    scenario: &str,
+    guarded: bool,
+    env: &[(&str, &str)],
+    setup: &dyn Fn(&Path),
+) -> Run {
     let probe = probe();
     let dir = tempfile::tempdir_in(&probe.dir).unwrap();
+    setup(dir.path());
     let log = dir.path().join("breadcrumbs.log");
     let mut cmd = Command::new(&probe.client);
     cmd.arg(scenario)
@@ -379,7 +390,24 @@ fn a_reload_right_after_an_unload_is_stalled() {
     assert_eq!(cadence[0].field("action"), Some("stalled"));
     assert_eq!(cadence[0].field("reason"), Some("after_unload"));
     assert!(!r.lines("SUBPROC_PRE", "model_load").is_empty());
-    assert!(!r.lines("SUBPROC_PRE", "model_unload").is_empty());
+    assert!(!r.lines("SUBPROC_PRE", "release_burst").is_empty());
+    // The last unload is still open when the process exits: closed at exit,
+    // so orphan-scan sees no section left in flight.
+    for payload in ["model_load", "release_burst"] {
+        assert_eq!(
+            r.lines("SUBPROC_PRE", payload).len(),
+            r.lines("SUBPROC_POST", payload).len(),
+            "{payload}: {:#?}",
+            r.breadcrumbs
+        );
+    }
+    assert_eq!(
+        r.lines("SUBPROC_POST", "release_burst")
+            .last()
+            .unwrap()
+            .field("outcome"),
+        Some("process_exit")
+    );
 
     let warn = run(
         "reload",
@@ -438,5 +466,123 @@ fn handshake_and_inertness_in_a_process_without_objc() {
     assert!(
         !dir.path().join("bc.log").exists(),
         "no device, no breadcrumbs"
+    );
+}
+
+/// A postmortem sentinel one hour into the future: the gate's cooldown.
+fn cooldown_home(home: &Path) {
+    use time::format_description::well_known::Rfc3339;
+    let now = time::OffsetDateTime::now_utc();
+    let state = home.join(".cache/metal-guard");
+    std::fs::create_dir_all(&state).unwrap();
+    let sentinel = serde_json::json!({
+        "cooldown_until": (now + time::Duration::hours(1)).format(&Rfc3339).unwrap(),
+        "created_at": now.format(&Rfc3339).unwrap(),
+        "reason": "test cooldown",
+    });
+    std::fs::write(state.join("panic-sentinel.json"), sentinel.to_string()).unwrap();
+}
+
+#[test]
+fn a_cooldown_stops_the_process_before_any_gpu_work() {
+    let r = run_with_home("refuse", true, &[], &cooldown_home);
+    assert_eq!(r.code, Some(10), "{}", r.stderr);
+    assert!(!r.values.contains_key("big"), "no allocation ran");
+    assert!(
+        r.stderr
+            .contains("Exiting before any GPU work (exit code 10)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("MLX_SAFE_PYTHON_FORCE=1"));
+    assert_eq!(r.lines("GUARD_GATE", "blocked_exit_10").len(), 1);
+
+    let forced = run_with_home(
+        "refuse",
+        true,
+        &[("MLX_SAFE_PYTHON_FORCE", "1")],
+        &cooldown_home,
+    );
+    assert_eq!(forced.code, Some(0), "{}", forced.stderr);
+    assert_eq!(forced.lines("GUARD_GATE", "overridden").len(), 1);
+
+    let disabled = run_with_home(
+        "refuse",
+        true,
+        &[("METALGUARD_PANIC_GATE_DISABLED", "1")],
+        &cooldown_home,
+    );
+    assert_eq!(disabled.code, Some(0), "{}", disabled.stderr);
+
+    let observer = run_with_home(
+        "refuse",
+        true,
+        &[("METALGUARD_MODE", "observer")],
+        &cooldown_home,
+    );
+    assert_eq!(observer.code, Some(0), "{}", observer.stderr);
+    assert_eq!(observer.lines("GUARD_GATE", "would_block").len(), 1);
+
+    let off = run_with_home(
+        "refuse",
+        true,
+        &[("METALGUARD_GATE", "off")],
+        &cooldown_home,
+    );
+    assert_eq!(off.code, Some(0), "{}", off.stderr);
+    assert!(off.lines("GUARD_GATE", "checked").is_empty());
+}
+
+#[test]
+fn a_reload_of_the_same_model_in_another_process_waits() {
+    let env = [
+        ("METALGUARD_BURST_N", "3"),
+        ("METALGUARD_BURST_QUIET_MS", "100"),
+        ("METALGUARD_CADENCE_INTERVAL_S", "30"),
+        ("METALGUARD_CADENCE_MAX_STALL_S", "0.2"),
+        ("METALGUARD_MODEL_ID", "org/model-a"),
+    ];
+    // A load of the same model, recorded by another process just now.
+    let recent = |home: &Path| {
+        let state = home.join(".cache/metal-guard");
+        std::fs::create_dir_all(&state).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+        std::fs::write(
+            state.join("cadence.json"),
+            serde_json::json!({ "org/model-a": now }).to_string(),
+        )
+        .unwrap();
+    };
+    let r = run_with_home("reload", true, &env, &recent);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let first = &r.lines("GUARD_CADENCE", "too_soon")[0];
+    assert_eq!(first.field("reason"), Some("after_same_model_load"));
+    assert_eq!(first.field("action"), Some("stalled"));
+    assert_eq!(
+        first.field("wait_ms"),
+        Some("200"),
+        "bounded by the max stall"
+    );
+}
+
+#[test]
+fn a_cache_trim_and_the_next_prefill_are_not_a_reload() {
+    let env = [
+        ("METALGUARD_BURST_N", "3"),
+        ("METALGUARD_BURST_QUIET_MS", "100"),
+        ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "5"),
+        ("METALGUARD_CADENCE_INTERVAL_S", "5"),
+    ];
+    let r = run("trim", true, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.get("served"), "1");
+    assert_eq!(r.summary("loads"), 1, "only the weights were a load");
+    assert_eq!(r.summary("unloads"), 0);
+    assert!(r.summary("release_bursts") >= 1);
+    assert_eq!(r.summary("cadence_stalls"), 0);
+    assert!(r.lines("GUARD_CADENCE", "too_soon").is_empty());
+    assert_eq!(
+        r.lines("GUARD_CADENCE", "release_was_not_an_unload").len(),
+        1
     );
 }

@@ -427,7 +427,8 @@ impl<'a> MachO<'a> {
             cpusubtype,
             file_type,
             flags,
-            load_commands: Vec::with_capacity(ncmds as usize),
+            // Each command takes at least 8 bytes: do not trust `ncmds` for the allocation.
+            load_commands: Vec::with_capacity((ncmds as usize).min(sizeofcmds as usize / 8)),
             segments: Vec::new(),
             dylibs: Vec::new(),
             install_name: None,

@@ -54,7 +54,8 @@ pub const LIBOBJC: &str = "/usr/lib/libobjc.A.dylib";
 
 impl DylibExpectations {
     /// `libmetal_guard_inject.dylib`: `@rpath` install name; libSystem, maybe
-    /// libobjc, Metal weak; the two Metal device entry points interposed.
+    /// libobjc, Metal weak; the two Metal device entry points interposed;
+    /// exports the version symbol the launcher's handshake looks up.
     pub fn metal_guard_inject() -> Self {
         let metal_fn = |name: &str| InterposedFunction {
             symbol: name.to_string(),
@@ -69,7 +70,7 @@ impl DylibExpectations {
                 metal_fn("_MTLCreateSystemDefaultDevice"),
                 metal_fn("_MTLCopyAllDevices"),
             ],
-            required_exports: Vec::new(),
+            required_exports: vec!["_metal_guard_inject_version".to_string()],
             forbidden_exports: vec![
                 "_MTLCreateSystemDefaultDevice".to_string(),
                 "_MTLCopyAllDevices".to_string(),

@@ -249,3 +249,63 @@ fn not_macho_at_all() {
     );
     assert_reported(b"", "not a readable Mach-O file");
 }
+
+#[test]
+fn a_missing_export_is_reported() {
+    let mut spec = ImageSpec::good_dylib();
+    spec.exports.clear();
+    assert_reported(&spec.build(), "does not export _metal_guard_inject_version");
+}
+
+#[test]
+fn an_exported_metal_entry_point_is_reported() {
+    let mut spec = ImageSpec::good_dylib();
+    spec.exports
+        .push(("_MTLCopyAllDevices".to_string(), 0x1004));
+    assert_reported(&spec.build(), "exports _MTLCopyAllDevices");
+}
+
+#[test]
+fn the_export_trie_is_walked() {
+    let mut spec = ImageSpec::good_dylib();
+    spec.exports
+        .push(("_metal_guard_other".to_string(), 0x1008));
+    let data = spec.build();
+    let exports = MachO::parse(&data).unwrap().exports().unwrap();
+    let names: Vec<&str> = exports.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["_metal_guard_inject_version", "_metal_guard_other"]);
+    assert_eq!(exports[1].target, macho::ExportTarget::Address(0x1008));
+}
+
+#[test]
+fn chained_fixups_read_the_same_binds_as_opcodes() {
+    let opcodes = ImageSpec::good_dylib();
+    let mut chained = ImageSpec::good_dylib();
+    chained.fixups = FixupStyle::Chained;
+    let (a, b) = (opcodes.build(), chained.build());
+    let key = |data: &[u8]| {
+        let mut v: Vec<_> = MachO::parse(data)
+            .unwrap()
+            .binds()
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.address, b.symbol, b.library, b.weak_import))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    };
+    assert_eq!(key(&a), key(&b));
+    assert_eq!(key(&b).len(), 3);
+    let image = MachO::parse(&b).unwrap();
+    assert!(image.chained_fixups.is_some() && image.dyld_info.is_none());
+    check_dylib(&b, &DylibExpectations::metal_guard_inject())
+        .unwrap_or_else(|p| panic!("chained-fixup dylib rejected: {p:#?}"));
+}
+
+#[test]
+fn a_flat_namespace_bind_in_chained_fixups_is_reported() {
+    let mut spec = ImageSpec::good_dylib();
+    spec.fixups = FixupStyle::Chained;
+    spec.binds[2].ordinal = -2;
+    assert_reported(&spec.build(), "bound through the flat namespace");
+}

@@ -189,3 +189,47 @@ fn binds_agree_with_llvm_objdump() {
         .iter()
         .all(|b| b.library != LibraryOrdinal::FlatLookup));
 }
+
+/// Our export-trie walk agrees with llvm-objdump on every (offset, name) pair.
+#[test]
+fn exports_agree_with_llvm_objdump() {
+    let Some(dir) = artifacts_dir() else { return };
+    let path = dir.join("libmetal_guard_inject.dylib");
+    let output = match Command::new("llvm-objdump")
+        .args(["--macho", "--exports-trie"])
+        .arg(&path)
+        .output()
+    {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            println!("SKIP second opinion: llvm-objdump is not installed (apt-get install llvm)");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut theirs: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let addr = u64::from_str_radix(cols.next()?.strip_prefix("0x")?, 16).ok()?;
+            Some((addr, cols.next()?.to_string()))
+        })
+        .collect();
+    let data = std::fs::read(&path).unwrap();
+    let mut ours: Vec<(u64, String)> = MachO::parse(&data)
+        .unwrap()
+        .exports()
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.target {
+            macho::ExportTarget::Address(a)
+            | macho::ExportTarget::ThreadLocal(a)
+            | macho::ExportTarget::Absolute(a) => Some((a, e.name)),
+            _ => None,
+        })
+        .collect();
+    theirs.sort();
+    ours.sort();
+    assert!(ours.iter().any(|(_, n)| n == "_metal_guard_inject_version"));
+    assert_eq!(ours, theirs);
+}

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use time::{Duration, OffsetDateTime};
 
-const EXIT_CODES: &str = "Exit codes:\n  0   the scan ran (whether or not panics were found; unreadable files are listed as skipped)\n  64  bad usage (unknown flag, --since not a positive number of hours)";
+const EXIT_CODES: &str = "Exit codes:\n  0   the scan ran (whether or not panics were found; unreadable files are listed as skipped)\n  3   internal error: the JSON output could not be produced (the message says why)\n  64  bad usage (unknown flag, --since not a positive number of hours)";
 
 /// Find and explain the kernel panics on this Mac.
 #[derive(clap::Args, Debug)]
@@ -81,7 +81,13 @@ pub fn run(args: Args) -> ExitCode {
     drop(stderr);
 
     let text = if args.json {
-        json_output(&outcome)
+        match json_output(&outcome) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("metal-guard: cannot produce the JSON output ({e}); run without --json to see the reports");
+                return ExitCode::from(exit::GATE_FAILED);
+            }
+        }
     } else {
         human_output(&outcome, &dirs, args.since, now)
     };
@@ -112,7 +118,7 @@ pub fn record_in_ledger(outcome: &ScanOutcome, now: OffsetDateTime, stderr: &mut
     }
 }
 
-fn json_output(outcome: &ScanOutcome) -> String {
+fn json_output(outcome: &ScanOutcome) -> Result<String, serde_json::Error> {
     let reports = outcome
         .reports
         .iter()
@@ -129,15 +135,10 @@ fn json_output(outcome: &ScanOutcome) -> String {
         reports,
         skipped: &outcome.skipped,
     };
-    match serde_json::to_string_pretty(&output) {
-        Ok(mut s) => {
-            s.push('\n');
-            s
-        }
-        // Serialising plain strings and numbers cannot fail; keep the
-        // contract (one JSON object) even so.
-        Err(_) => "{\"reports\": []}\n".to_string(),
-    }
+    serde_json::to_string_pretty(&output).map(|mut s| {
+        s.push('\n');
+        s
+    })
 }
 
 fn human_output(

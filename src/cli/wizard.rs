@@ -7,6 +7,7 @@ use super::exit;
 use super::report_text::{dir_list, render_report, skipped_lines, skipped_note};
 use clap::CommandFactory;
 use metal_guard::forensics::{report_dirs, scan_reports, ReportScan};
+use metal_guard::gates::cooldown;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use time::OffsetDateTime;
@@ -39,9 +40,9 @@ pub fn run() -> ExitCode {
                 if others == 1 { "it" } else { "them" },
             ));
         }
-        out.push_str(
-            "Nothing to do. If your Mac ever restarts while MLX runs, run `metal-guard` again.\n",
-        );
+        out.push('\n');
+        out.push_str(&cooldown_section(&dirs));
+        out.push_str("\nIf your Mac ever restarts while MLX runs, run `metal-guard` again.\n");
         let _ = std::io::stdout().write_all(out.as_bytes());
         return ExitCode::from(exit::OK);
     };
@@ -56,6 +57,8 @@ pub fn run() -> ExitCode {
             if iogpu.len() == 2 { " was" } else { "s were" }
         ));
     }
+    out.push('\n');
+    out.push_str(&cooldown_section(&dirs));
     out.push_str(&format!("\n{GUARD_WHAT_IT_DOES}\n"));
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
@@ -82,6 +85,27 @@ pub fn run() -> ExitCode {
         return ExitCode::from(exit::OK);
     }
     install_guard()
+}
+
+/// Whether MLX may run now: the same verdict `metal-guard panic-gate` gives
+/// (reports, panic history, sentinel, ack, breaker, overrides).
+fn cooldown_section(dirs: &[std::path::PathBuf]) -> String {
+    match cooldown::current_verdict(dirs) {
+        Ok(verdict) => {
+            for warning in &verdict.warnings {
+                eprintln!("{warning}");
+            }
+            let mut out = String::from("Can MLX run now?\n");
+            out.push_str(&super::panic_gate::human(&verdict));
+            if verdict.allows_run() {
+                out.push_str("Yes: no cooldown is in force.\n");
+            }
+            out
+        }
+        Err(e) => {
+            format!("Could not check the cooldown ({e}); `metal-guard panic-gate` retries it.\n")
+        }
+    }
 }
 
 /// Runs `metal-guard guard install` as its own process, so the wizard and the

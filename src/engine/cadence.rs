@@ -44,6 +44,7 @@ pub struct BurstDetector {
     last_event: AtomicU64,
     burst_start: AtomicU64,
     burst_count: AtomicU64,
+    burst_bytes: AtomicU64,
 }
 
 /// A recognised burst.
@@ -53,6 +54,8 @@ pub struct Burst {
     pub started_ns: u64,
     /// Events seen up to and including the one that completed it.
     pub events: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 impl BurstDetector {
@@ -61,6 +64,7 @@ impl BurstDetector {
             last_event: AtomicU64::new(0),
             burst_start: AtomicU64::new(0),
             burst_count: AtomicU64::new(0),
+            burst_bytes: AtomicU64::new(0),
         }
     }
 
@@ -89,21 +93,41 @@ impl BurstDetector {
         }
         let prev = self.last_event.swap(now_ns.saturating_add(1), Relaxed);
         let after_quiet = prev == 0 || now_ns.saturating_sub(prev - 1) >= shape.quiet_ns;
-        let count = if after_quiet {
+        let (count, sum) = if after_quiet {
             self.burst_start.store(now_ns, Relaxed);
             self.burst_count.store(1, Relaxed);
-            1
+            self.burst_bytes.store(bytes, Relaxed);
+            (1, bytes)
         } else {
-            self.burst_count.fetch_add(1, Relaxed) + 1
+            (
+                self.burst_count.fetch_add(1, Relaxed) + 1,
+                self.burst_bytes
+                    .fetch_add(bytes, Relaxed)
+                    .saturating_add(bytes),
+            )
         };
         let started = self.burst_start.load(Relaxed);
         (count == shape.count && now_ns.saturating_sub(started) <= shape.window_ns).then_some(
             Burst {
                 started_ns: started,
                 events: count,
+                bytes: sum,
             },
         )
     }
+}
+
+/// Whether a burst of frees was a model unload rather than a cache trim:
+/// an unload gives back at least `min_fraction` of what was live before the
+/// burst began (the weights go); a trim leaves the weights in place.
+/// Decided at the first large allocation after the burst, when the unload
+/// (if it is one) has happened.
+pub fn is_unload(live_before: u64, live_now: u64, min_fraction: f64) -> bool {
+    if live_before == 0 {
+        return false;
+    }
+    let freed = live_before.saturating_sub(live_now);
+    freed as f64 >= min_fraction * live_before as f64
 }
 
 /// The intervals and the stall bound.
@@ -217,10 +241,23 @@ mod tests {
             d.record(&SHAPE, 5000, t0 + 3 * MS),
             Some(Burst {
                 started_ns: t0,
-                events: 3
+                events: 3,
+                bytes: 15000
             })
         );
         assert_eq!(d.record(&SHAPE, 5000, t0 + 4 * MS), None, "reported once");
+    }
+
+    #[test]
+    fn an_unload_gives_back_most_of_what_was_live() {
+        assert!(is_unload(1000, 0, 0.5));
+        assert!(is_unload(1000, 500, 0.5));
+        assert!(
+            !is_unload(1000, 501, 0.5),
+            "a cache trim leaves the weights"
+        );
+        assert!(!is_unload(0, 0, 0.5));
+        assert!(is_unload(1000, 2000, 0.0), "fraction 0: every burst counts");
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct GuardConfig {
     pub cadence: CadencePolicy,
     /// What makes a load or an unload.
     pub burst: BurstShape,
+    /// A burst of frees is an unload (not a cache trim) when it gives back at
+    /// least this fraction of what was live before it.
+    pub unload_min_fraction: f64,
     /// `METALGUARD_MODEL_ID`: names this process's model in `cadence.json`.
     /// Unset: same-model checks stay inside this process.
     pub model_id: Option<String>,
@@ -84,6 +87,7 @@ pub mod defaults {
     pub const BURST_N: u64 = 4;
     pub const BURST_WINDOW_MS: f64 = 5000.0;
     pub const BURST_QUIET_MS: f64 = 2000.0;
+    pub const UNLOAD_MIN_PCT: f64 = 50.0;
     pub const RESIDENCY_GRACE_MS: f64 = 50.0;
     pub const EXIT_DRAIN_S: f64 = 10.0;
     pub const BREADCRUMB_MAX_KB: f64 = 4096.0;
@@ -252,6 +256,8 @@ impl GuardConfig {
                 r.number_or("METALGUARD_BURST_QUIET_MS", defaults::BURST_QUIET_MS) / 1000.0,
             ),
         };
+        let unload_min_fraction =
+            (r.number_or("METALGUARD_UNLOAD_MIN_PCT", defaults::UNLOAD_MIN_PCT) / 100.0).min(1.0);
         let model_id = r.raw("METALGUARD_MODEL_ID");
         let breadcrumb_path = crate::breadcrumbs::breadcrumb_path();
         let breadcrumb_max_bytes = (r
@@ -281,6 +287,7 @@ impl GuardConfig {
             gate_enabled,
             cadence,
             burst,
+            unload_min_fraction,
             model_id,
             breadcrumb_path,
             breadcrumb_max_bytes,
@@ -326,6 +333,7 @@ mod tests {
         );
         assert!(c.warnings.is_empty());
         assert_eq!(c.test_fault, None);
+        assert_eq!(c.unload_min_fraction, 0.5);
     }
 
     #[test]

@@ -1,26 +1,26 @@
 //! `AllocationLedger`: live bytes, live count, peak, largest single
 //! allocation and allocation rate of the GPU buffers a process holds.
 //!
-//! Atomics only: it is updated on the allocation hot path, from any thread,
-//! without a lock, a syscall or a heap allocation.
+//! Atomics only, and as few read-modify-writes as possible: it is updated
+//! on the allocation hot path, from any thread, without a lock, a syscall,
+//! a clock read or a heap allocation. The rate is sampled off the hot path
+//! (the interposer's writer thread calls [`AllocationLedger::sample_rate`]).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// Width of the window the allocation rate is measured over.
-pub const RATE_WINDOW_NS: u64 = 1_000_000_000;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Counters of the buffers this process holds.
 #[derive(Debug, Default)]
 pub struct AllocationLedger {
-    live_bytes: AtomicU64,
-    live_count: AtomicU64,
+    /// Signed: a free of a buffer allocated before the guard was installed
+    /// may briefly take it below zero; readers clamp at zero.
+    live_bytes: AtomicI64,
     peak_bytes: AtomicU64,
     largest: AtomicU64,
     total_allocations: AtomicU64,
     total_frees: AtomicU64,
-    window_start_ns: AtomicU64,
-    window_count: AtomicU64,
-    last_window_rate: AtomicU64,
+    rate_sample_ns: AtomicU64,
+    rate_sample_total: AtomicU64,
+    rate_per_sec: AtomicU64,
 }
 
 /// A consistent-enough copy of the ledger for reports and breadcrumbs.
@@ -32,85 +32,84 @@ pub struct LedgerSnapshot {
     pub largest: u64,
     pub total_allocations: u64,
     pub total_frees: u64,
-    /// Allocations in the last complete one-second window.
+    /// Allocations per second between the last two rate samples.
     pub allocations_per_sec: u64,
 }
 
 impl AllocationLedger {
     pub const fn new() -> Self {
         Self {
-            live_bytes: AtomicU64::new(0),
-            live_count: AtomicU64::new(0),
+            live_bytes: AtomicI64::new(0),
             peak_bytes: AtomicU64::new(0),
             largest: AtomicU64::new(0),
             total_allocations: AtomicU64::new(0),
             total_frees: AtomicU64::new(0),
-            window_start_ns: AtomicU64::new(0),
-            window_count: AtomicU64::new(0),
-            last_window_rate: AtomicU64::new(0),
+            rate_sample_ns: AtomicU64::new(0),
+            rate_sample_total: AtomicU64::new(0),
+            rate_per_sec: AtomicU64::new(0),
         }
     }
 
     /// Live bytes right now.
+    #[inline]
     pub fn live_bytes(&self) -> u64 {
-        self.live_bytes.load(Relaxed)
+        self.live_bytes.load(Relaxed).max(0) as u64
     }
 
-    /// Records a successful allocation of `bytes` at `now_ns`.
-    pub fn record_allocation(&self, bytes: u64, now_ns: u64) {
+    /// Records a successful allocation of `bytes`; returns the live bytes after it.
+    #[inline]
+    pub fn record_allocation(&self, bytes: u64) -> u64 {
+        let b = bytes.min(i64::MAX as u64) as i64;
         let live = self
             .live_bytes
-            .fetch_add(bytes, Relaxed)
-            .saturating_add(bytes);
-        self.live_count.fetch_add(1, Relaxed);
-        self.peak_bytes.fetch_max(live, Relaxed);
-        self.largest.fetch_max(bytes, Relaxed);
+            .fetch_add(b, Relaxed)
+            .saturating_add(b)
+            .max(0) as u64;
         self.total_allocations.fetch_add(1, Relaxed);
-        self.tick_rate(now_ns);
+        // Plain loads first: the maxima rarely move.
+        if live > self.peak_bytes.load(Relaxed) {
+            self.peak_bytes.fetch_max(live, Relaxed);
+        }
+        if bytes > self.largest.load(Relaxed) {
+            self.largest.fetch_max(bytes, Relaxed);
+        }
+        live
     }
 
-    /// Records that a buffer of `bytes` was freed. Never underflows: a free
-    /// of a buffer allocated before the guard was installed is clamped.
+    /// Records that a buffer of `bytes` was freed.
+    #[inline]
     pub fn record_free(&self, bytes: u64) {
-        let _ = self
-            .live_bytes
-            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(bytes)));
-        let _ = self
-            .live_count
-            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+        self.live_bytes
+            .fetch_sub(bytes.min(i64::MAX as u64) as i64, Relaxed);
         self.total_frees.fetch_add(1, Relaxed);
     }
 
-    fn tick_rate(&self, now_ns: u64) {
-        let start = self.window_start_ns.load(Relaxed);
-        if now_ns.saturating_sub(start) >= RATE_WINDOW_NS
-            && self
-                .window_start_ns
-                .compare_exchange(start, now_ns, Relaxed, Relaxed)
-                .is_ok()
-        {
-            // The thread that moved the window publishes the closed window's count.
-            let closed = self.window_count.swap(1, Relaxed);
-            let rate = if now_ns.saturating_sub(start) >= 2 * RATE_WINDOW_NS {
-                0 // the previous window was followed by a silent one
-            } else {
-                closed
-            };
-            self.last_window_rate.store(rate, Relaxed);
-        } else {
-            self.window_count.fetch_add(1, Relaxed);
+    /// Samples the allocation rate at `now_ns` (call periodically, off the
+    /// hot path); the rate is the count since the previous sample over the
+    /// time since it.
+    pub fn sample_rate(&self, now_ns: u64) {
+        let total = self.total_allocations.load(Relaxed);
+        let prev_ns = self.rate_sample_ns.swap(now_ns, Relaxed);
+        let prev_total = self.rate_sample_total.swap(total, Relaxed);
+        let dt = now_ns.saturating_sub(prev_ns);
+        if prev_ns != 0 && dt > 0 {
+            let per_sec = (total.saturating_sub(prev_total) as u128 * 1_000_000_000 / dt as u128)
+                .min(u64::MAX as u128) as u64;
+            self.rate_per_sec.store(per_sec, Relaxed);
         }
     }
 
     pub fn snapshot(&self) -> LedgerSnapshot {
+        let allocations = self.total_allocations.load(Relaxed);
+        let frees = self.total_frees.load(Relaxed);
         LedgerSnapshot {
-            live_bytes: self.live_bytes.load(Relaxed),
-            live_count: self.live_count.load(Relaxed),
+            live_bytes: self.live_bytes(),
+            live_count: allocations.saturating_sub(frees),
             peak_bytes: self.peak_bytes.load(Relaxed),
             largest: self.largest.load(Relaxed),
-            total_allocations: self.total_allocations.load(Relaxed),
-            total_frees: self.total_frees.load(Relaxed),
-            allocations_per_sec: self.last_window_rate.load(Relaxed),
+            total_allocations: allocations,
+            total_frees: frees,
+            allocations_per_sec: self.rate_per_sec.load(Relaxed),
         }
     }
 }
@@ -122,10 +121,10 @@ mod tests {
     #[test]
     fn tracks_live_peak_largest() {
         let l = AllocationLedger::new();
-        l.record_allocation(100, 0);
-        l.record_allocation(300, 1);
+        l.record_allocation(100);
+        l.record_allocation(300);
         l.record_free(100);
-        l.record_allocation(50, 2);
+        l.record_allocation(50);
         let s = l.snapshot();
         assert_eq!(s.live_bytes, 350);
         assert_eq!(s.live_count, 2);
@@ -136,10 +135,9 @@ mod tests {
     }
 
     #[test]
-    fn free_of_unknown_buffer_clamps_at_zero() {
+    fn free_of_unknown_buffer_reads_as_zero() {
         let l = AllocationLedger::new();
-        l.record_allocation(10, 0);
-        l.record_free(1000);
+        l.record_allocation(10);
         l.record_free(1000);
         let s = l.snapshot();
         assert_eq!(s.live_bytes, 0);
@@ -147,18 +145,15 @@ mod tests {
     }
 
     #[test]
-    fn rate_counts_the_last_complete_window() {
+    fn rate_is_sampled_between_calls() {
         let l = AllocationLedger::new();
-        // Window starts at 0 (first call at t>=1s opens a new window).
-        let base = 10 * RATE_WINDOW_NS;
-        l.record_allocation(1, base); // opens window at base
-        for i in 1..5 {
-            l.record_allocation(1, base + i * 1000);
+        l.sample_rate(1_000_000_000);
+        for _ in 0..50 {
+            l.record_allocation(1);
         }
-        assert_eq!(l.snapshot().allocations_per_sec, 0);
-        l.record_allocation(1, base + RATE_WINDOW_NS); // closes a window of 5
-        assert_eq!(l.snapshot().allocations_per_sec, 5);
-        l.record_allocation(1, base + 5 * RATE_WINDOW_NS); // silence in between
+        l.sample_rate(1_500_000_000); // 50 in half a second
+        assert_eq!(l.snapshot().allocations_per_sec, 100);
+        l.sample_rate(2_500_000_000);
         assert_eq!(l.snapshot().allocations_per_sec, 0);
     }
 }

@@ -8,14 +8,16 @@ use serde::Serialize;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
 /// Colon-separated folders that replace the macOS default places.
 pub const REPORT_DIRS_ENV: &str = "METALGUARD_PANIC_REPORT_DIRS";
-/// Most bytes read from one report. Panic text sits at the start of the file;
-/// a longer file is read this far and the rest ignored.
-pub const READ_CAP_BYTES: u64 = 4 * 1024 * 1024;
+/// Most bytes read from one report. The panic text sits at the start of the
+/// file (in `.ips`, `panicString` comes before the stackshot and image
+/// lists); a longer file is read this far and the rest ignored.
+pub const READ_CAP_BYTES: u64 = 1024 * 1024;
 /// Files larger than this are not panic reports (Apple's are well under
 /// 10 MB); they are skipped without being read.
 pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
@@ -25,6 +27,7 @@ const BINARY_PROBE_BYTES: usize = 8192;
 /// A file or folder that was not read, and why (one line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkippedFile {
+    #[serde(serialize_with = "super::path_lossy")]
     pub path: PathBuf,
     pub reason: String,
 }
@@ -191,7 +194,16 @@ pub fn list_candidates(
 /// Reads at most [`READ_CAP_BYTES`] of a candidate as text. Binary content
 /// (NUL bytes near the start) is refused with a one-line reason.
 pub fn read_report_text(candidate: &Candidate) -> Result<String, String> {
-    let file = fs::File::open(&candidate.path).map_err(|e| describe_io_error(&e))?;
+    // O_NONBLOCK: if the file was swapped for a pipe since it was listed,
+    // opening it must not wait for a writer (regular files ignore the flag).
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&candidate.path)
+        .map_err(|e| describe_io_error(&e))?;
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err("not a regular file (device, socket or pipe)".to_string());
+    }
     let mut bytes = Vec::with_capacity(candidate.len.min(READ_CAP_BYTES) as usize);
     file.take(READ_CAP_BYTES)
         .read_to_end(&mut bytes)
@@ -202,7 +214,9 @@ pub fn read_report_text(candidate: &Candidate) -> Result<String, String> {
     if is_binary(&bytes) {
         return Err("binary file, not a text or JSON panic report".to_string());
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    // Valid UTF-8 (the usual case) is taken as is, without a copy.
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// NUL bytes never occur in a text or JSON report.

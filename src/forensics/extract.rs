@@ -31,6 +31,7 @@ pub fn extract(
     mtime: Option<OffsetDateTime>,
 ) -> ReportFacts {
     let text = scan_window(&decoded.panic_text);
+    let fields = TextFields::collect(text);
     let header = decoded.header.as_ref();
     let body = decoded.body.as_ref();
 
@@ -42,11 +43,12 @@ pub fn extract(
                 .and_then(parse_apple_timestamp)
         })
         .or_else(|| {
-            field_value(text, "Date/Time:")
+            fields
+                .get("Date/Time:")
                 .as_deref()
                 .and_then(parse_apple_timestamp)
         })
-        .or_else(|| calendar_time(text))
+        .or_else(|| calendar_time(&fields))
         .or_else(|| file_name_time(file_name))
         .or(mtime)
         .map(|t| t.to_offset(UtcOffset::UTC));
@@ -58,20 +60,21 @@ pub fn extract(
             body.and_then(|b| b.build.as_deref())
                 .and_then(build_in_parentheses)
         })
-        .or_else(|| field_value(text, "macOS version:"))
-        .or_else(|| field_value(text, "OS version:"))
-        .or_else(|| field_value(text, "Mac OS version:"))
+        .or_else(|| fields.get("macOS version:"))
+        .or_else(|| fields.get("OS version:"))
+        .or_else(|| fields.get("Mac OS version:"))
         .filter(|b| is_build_number(b));
 
     let kernel_version = body
         .and_then(|b| b.kernel.clone())
-        .or_else(|| field_value(text, "Kernel version:"))
+        .or_else(|| fields.get("Kernel version:"))
         .filter(|k| !k.is_empty());
 
     let machine = body
         .and_then(|b| b.product.clone())
-        .or_else(|| field_value(text, "System model name:"))
-        .or_else(|| field_value(text, "Hardware Model:"))
+        .filter(|p| is_model_identifier(p))
+        .or_else(|| fields.get("System model name:"))
+        .or_else(|| fields.get("Hardware Model:"))
         .or_else(|| kernel_version.as_deref().and_then(soc_from_kernel))
         .filter(|m| !m.is_empty());
 
@@ -80,7 +83,7 @@ pub fn extract(
         .as_deref()
         .and_then(source_location)
         .and_then(|loc| loc.display());
-    let (process, pid) = panicked_process(text);
+    let (process, pid) = panicked_process(&fields);
 
     ReportFacts {
         time,
@@ -112,8 +115,8 @@ pub fn parse_apple_timestamp(value: &str) -> Option<OffsetDateTime> {
 
 /// `Calendar: 0x69b7656c 0x0001b85b`: the wall clock at the panic, in Unix
 /// seconds (hex). Zero or implausible values are ignored.
-fn calendar_time(text: &str) -> Option<OffsetDateTime> {
-    let value = field_value(text, "Calendar:")?;
+fn calendar_time(fields: &TextFields<'_>) -> Option<OffsetDateTime> {
+    let value = fields.get("Calendar:")?;
     let hex = value.split_whitespace().next()?.strip_prefix("0x")?;
     let secs = i64::from_str_radix(hex, 16).ok()?;
     // 2010-01-01 .. 2100-01-01: anything else is a damaged field.
@@ -191,6 +194,21 @@ fn is_build_number(value: &str) -> bool {
         && v.chars().any(|c| c.is_ascii_alphabetic())
 }
 
+/// `Mac14,9`, `MacBookPro18,2`: letters, digits, a comma, digits. Redacted
+/// values (`MacXX,X`) are not model identifiers.
+fn is_model_identifier(value: &str) -> bool {
+    let Some((name, minor)) = value.split_once(',') else {
+        return false;
+    };
+    let letters = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let major = &name[letters.len()..];
+    !letters.is_empty()
+        && letters.chars().all(|c| c.is_ascii_alphabetic())
+        && !major.is_empty()
+        && !minor.is_empty()
+        && minor.chars().all(|c| c.is_ascii_digit())
+}
+
 /// `...RELEASE_ARM64_T6041` -> `T6041`; `RELEASE_X86_64` -> `x86_64`.
 fn soc_from_kernel(kernel: &str) -> Option<String> {
     if let Some(at) = kernel.find("RELEASE_ARM64_") {
@@ -205,23 +223,86 @@ fn soc_from_kernel(kernel: &str) -> Option<String> {
         .then(|| "x86_64".to_string())
 }
 
-/// The value after `key` on a line that starts with it (leading whitespace
-/// allowed), or on the next non-empty line when the key ends its line.
-fn field_value(text: &str, key: &str) -> Option<String> {
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let Some(rest) = line.trim_start().strip_prefix(key) else {
-            continue;
+/// The `Key: value` lines a panic text carries, found in one pass.
+const FIELD_KEYS: [&str; 9] = [
+    "Date/Time:",
+    "Calendar:",
+    "macOS version:",
+    "OS version:",
+    "Mac OS version:",
+    "Kernel version:",
+    "System model name:",
+    "Hardware Model:",
+    "BSD process name corresponding to current thread:",
+];
+
+/// The first bytes of [`FIELD_KEYS`] and of `Panicked task`: a line that
+/// starts with anything else is skipped at once.
+const KEY_FIRST_BYTES: &[u8] = b"DCmOMKSHBP";
+
+/// The first value of each of [`FIELD_KEYS`], and the first `Panicked task`
+/// line, collected in a single pass over the text.
+struct TextFields<'a> {
+    values: [Option<&'a str>; FIELD_KEYS.len()],
+    panicked_task: Option<&'a str>,
+}
+
+impl<'a> TextFields<'a> {
+    /// A value sits after its key on the key's line (leading whitespace
+    /// allowed), or on the next non-empty line when the key ends its line.
+    fn collect(text: &'a str) -> TextFields<'a> {
+        let mut fields = TextFields {
+            values: [None; FIELD_KEYS.len()],
+            panicked_task: None,
         };
-        let rest = rest.trim();
-        if !rest.is_empty() {
-            return Some(rest.to_string());
+        let mut waiting_for_next_line: Vec<usize> = Vec::new();
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            // A key with nothing after it takes the next line, unless that
+            // line is another key (the value was simply missing).
+            if !waiting_for_next_line.is_empty() {
+                let is_key_line = FIELD_KEYS.iter().any(|k| trimmed.starts_with(k));
+                for index in waiting_for_next_line.drain(..) {
+                    if !is_key_line {
+                        fields.values[index] = Some(trimmed);
+                    }
+                }
+            }
+            // Most lines (backtrace frames, the kext list) start with a
+            // character no key starts with.
+            let first = trimmed.as_bytes()[0];
+            if !KEY_FIRST_BYTES.contains(&first) {
+                continue;
+            }
+            if fields.panicked_task.is_none() && trimmed.starts_with("Panicked task") {
+                fields.panicked_task = Some(trimmed);
+                continue;
+            }
+            for (index, key) in FIELD_KEYS.iter().enumerate() {
+                if fields.values[index].is_some() {
+                    continue;
+                }
+                if let Some(rest) = trimmed.strip_prefix(key) {
+                    let rest = rest.trim();
+                    if rest.is_empty() {
+                        waiting_for_next_line.push(index);
+                    } else {
+                        fields.values[index] = Some(rest);
+                    }
+                    break;
+                }
+            }
         }
-        return lines
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_string());
+        fields
     }
-    None
+
+    fn get(&self, key: &str) -> Option<String> {
+        let index = FIELD_KEYS.iter().position(|k| *k == key)?;
+        self.values[index].map(str::to_string)
+    }
 }
 
 /// The IOGPUFamily version, wherever the kext is named:
@@ -247,12 +328,8 @@ fn iogpu_family_version(text: &str) -> Option<String> {
 
 /// The panicked process and pid from `Panicked task 0x...: ... pid 50218: Python`,
 /// `Panicked task: python3 — ...`, or `BSD process name corresponding to current thread:`.
-fn panicked_process(text: &str) -> (Option<String>, Option<u32>) {
-    if let Some(line) = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("Panicked task"))
-    {
+fn panicked_process(fields: &TextFields<'_>) -> (Option<String>, Option<u32>) {
+    if let Some(line) = fields.panicked_task {
         if let Some(at) = line.find("pid ") {
             let after = &line[at + 4..];
             let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
@@ -270,7 +347,7 @@ fn panicked_process(text: &str) -> (Option<String>, Option<u32>) {
             }
         }
     }
-    let bsd = field_value(text, "BSD process name corresponding to current thread:");
+    let bsd = fields.get("BSD process name corresponding to current thread:");
     (bsd.filter(|n| !n.contains(' ')), None)
 }
 
@@ -278,6 +355,23 @@ fn panicked_process(text: &str) -> (Option<String>, Option<u32>) {
 mod tests {
     use super::super::report_format::decode;
     use super::*;
+
+    #[test]
+    fn model_identifiers() {
+        for yes in ["Mac14,9", "MacBookPro18,2", "Mac16,5"] {
+            assert!(is_model_identifier(yes), "{yes}");
+        }
+        for no in ["MacXX,X", "Mac14", ",9", "Mac,9", "Mac14,", "Mac14,9a"] {
+            assert!(!is_model_identifier(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn quick_filter_admits_every_key() {
+        for key in FIELD_KEYS.iter().chain(&["Panicked task"]) {
+            assert!(KEY_FIRST_BYTES.contains(&key.as_bytes()[0]), "{key}");
+        }
+    }
 
     #[test]
     fn text_report_facts() {

@@ -9,6 +9,7 @@
 //! Broken or truncated JSON falls back to the raw text with the common JSON
 //! escapes undone, so a damaged report still classifies.
 
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -27,39 +28,57 @@ pub enum ReportLayout {
 }
 
 /// The `.ips` first-line header fields we use.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct IpsHeader {
     /// `"210"` for kernel panics, `"309"` for app crashes, and so on.
-    #[serde(default, deserialize_with = "string_or_number")]
     pub bug_type: Option<String>,
     /// `2025-07-04 08:44:14.00 -0500`.
-    #[serde(default)]
     pub timestamp: Option<String>,
     /// `macOS 15.5 (24F74)`.
-    #[serde(default)]
     pub os_version: Option<String>,
 }
 
 /// The `.ips` body fields we use.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct IpsBody {
-    #[serde(default)]
     pub panic_string: Option<String>,
-    #[serde(default, rename = "macOSPanicString")]
     pub macos_panic_string: Option<String>,
     /// `2025-07-04 08:44:14.97 -0500`.
-    #[serde(default)]
     pub date: Option<String>,
     /// `Darwin Kernel Version 24.5.0: ...`.
-    #[serde(default)]
     pub kernel: Option<String>,
     /// `macOS 15.5 (24F74)`.
-    #[serde(default)]
     pub build: Option<String>,
     /// `Mac14,9`.
-    #[serde(default)]
     pub product: Option<String>,
+}
+
+/// Any top-level `.ips` object (header or body), reduced to the fields we
+/// use. A field of an unexpected type reads as absent rather than failing.
+#[derive(Debug, Default, Deserialize)]
+struct IpsObject {
+    #[serde(default, deserialize_with = "lenient_string")]
+    bug_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    timestamp: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    os_version: Option<String>,
+    #[serde(default, rename = "panicString", deserialize_with = "lenient_string")]
+    panic_string: Option<String>,
+    #[serde(
+        default,
+        rename = "macOSPanicString",
+        deserialize_with = "lenient_string"
+    )]
+    macos_panic_string: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    date: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    kernel: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    build: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    product: Option<String>,
 }
 
 /// A report reduced to its panic text plus the structured fields the JSON
@@ -100,21 +119,39 @@ pub fn decode(text: &str) -> DecodedReport {
 
     let mut header: Option<IpsHeader> = None;
     let mut body: Option<IpsBody> = None;
-    let mut broken = false;
-    for value in serde_json::Deserializer::from_str(trimmed).into_iter::<Value>() {
-        let Ok(Value::Object(map)) = value else {
-            broken = true;
-            break;
-        };
-        let has_panic_text =
-            map.contains_key("panicString") || map.contains_key("macOSPanicString");
-        let value = Value::Object(map);
-        if has_panic_text {
-            if body.is_none() {
-                body = IpsBody::deserialize(&value).ok();
+    // Header lines: a complete JSON object on one line (it may repeat).
+    let mut rest = trimmed;
+    while rest.starts_with('{') {
+        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        match serde_json::from_str::<IpsObject>(line) {
+            Ok(object) => {
+                absorb(object, &mut header, &mut body);
+                rest = after.trim_start();
             }
-        } else if header.is_none() && value.get("bug_type").is_some() {
-            header = IpsHeader::deserialize(&value).ok();
+            // Not complete on one line: the (pretty-printed) body starts here.
+            Err(_) => break,
+        }
+    }
+
+    // The body: read field by field, keeping what was read even when the
+    // JSON breaks later, and stopping once the panic text is in hand (the
+    // stackshot and image lists after it are not needed).
+    let mut broken = false;
+    if !rest.is_empty() {
+        let mut object = IpsObject::default();
+        let outcome = FieldCapture { into: &mut object }
+            .deserialize(&mut serde_json::Deserializer::from_str(rest));
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.to_string().starts_with(STOP_AFTER_PANIC_TEXT) => {}
+            Err(_) => broken = true,
+        }
+        if !object.has_panic_text() && object.has_body_fields() && body.is_none() {
+            // Broken before (or inside) the panic text: keep the fields
+            // read so far; the panic text comes from the raw-text fallback.
+            body = Some(object.into_body());
+        } else {
+            absorb(object, &mut header, &mut body);
         }
     }
 
@@ -126,7 +163,7 @@ pub fn decode(text: &str) -> DecodedReport {
             .cloned()
     });
     match body_text {
-        Some(panic_text) if !broken || body.is_some() => DecodedReport {
+        Some(panic_text) => DecodedReport {
             layout: ReportLayout::IpsJson,
             header,
             body,
@@ -144,8 +181,36 @@ pub fn decode(text: &str) -> DecodedReport {
             layout: ReportLayout::IpsJsonBroken,
             header,
             body,
-            panic_text: normalize_line_endings(&undo_json_escapes(trimmed)),
+            panic_text: normalize_line_endings(&undo_json_escapes(broken_panic_text(rest))),
         },
+    }
+}
+
+/// The part of a broken body worth scanning as text: from the value of its
+/// `panicString` key when the key survived (so the header lines and the
+/// fields before it do not pose as the panic message), else the whole body.
+fn broken_panic_text(body: &str) -> &str {
+    let Some(key) = body.find("\"panicString\"") else {
+        return body;
+    };
+    let after_key = &body[key + "\"panicString\"".len()..];
+    let value = after_key
+        .trim_start()
+        .strip_prefix(':')
+        .map(str::trim_start)
+        .and_then(|v| v.strip_prefix('"'));
+    value.unwrap_or(body)
+}
+
+/// Files a complete top-level object as the body (it has a panic text) or
+/// the header (it has a `bug_type`); the first of each wins.
+fn absorb(object: IpsObject, header: &mut Option<IpsHeader>, body: &mut Option<IpsBody>) {
+    if object.has_panic_text() {
+        if body.is_none() {
+            *body = Some(object.into_body());
+        }
+    } else if header.is_none() && object.bug_type.is_some() {
+        *header = Some(object.into_header());
     }
 }
 
@@ -183,8 +248,101 @@ fn undo_json_escapes(raw: &str) -> String {
     out
 }
 
-/// Apple writes `bug_type` as a string; accept a number too.
-fn string_or_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+impl IpsObject {
+    fn has_panic_text(&self) -> bool {
+        self.panic_string.is_some() || self.macos_panic_string.is_some()
+    }
+
+    fn has_body_fields(&self) -> bool {
+        self.date.is_some()
+            || self.kernel.is_some()
+            || self.build.is_some()
+            || self.product.is_some()
+    }
+
+    fn into_body(self) -> IpsBody {
+        IpsBody {
+            panic_string: self.panic_string,
+            macos_panic_string: self.macos_panic_string,
+            date: self.date,
+            kernel: self.kernel,
+            build: self.build,
+            product: self.product,
+        }
+    }
+
+    fn into_header(self) -> IpsHeader {
+        IpsHeader {
+            bug_type: self.bug_type,
+            timestamp: self.timestamp,
+            os_version: self.os_version,
+        }
+    }
+}
+
+/// The error message that ends a body read on purpose.
+const STOP_AFTER_PANIC_TEXT: &str = "metal-guard: panic text read";
+
+/// Reads a JSON object into an [`IpsObject`] one field at a time, so every
+/// field read before a parse error is kept, and stops (with
+/// [`STOP_AFTER_PANIC_TEXT`]) once a non-empty `panicString` is read.
+struct FieldCapture<'a> {
+    into: &'a mut IpsObject,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldCapture<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldCapture<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let slot = match key.as_str() {
+                "bug_type" => &mut self.into.bug_type,
+                "timestamp" => &mut self.into.timestamp,
+                "os_version" => &mut self.into.os_version,
+                "panicString" => &mut self.into.panic_string,
+                "macOSPanicString" => &mut self.into.macos_panic_string,
+                "date" => &mut self.into.date,
+                "kernel" => &mut self.into.kernel,
+                "build" => &mut self.into.build,
+                "product" => &mut self.into.product,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value::<LenientString>()?.0;
+            if key == "panicString" && slot.as_deref().is_some_and(|t| !t.trim().is_empty()) {
+                return Err(A::Error::custom(STOP_AFTER_PANIC_TEXT));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`lenient_string`] as a type, for field-by-field reads.
+struct LenientString(Option<String>);
+
+impl<'de> Deserialize<'de> for LenientString {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        lenient_string(de).map(LenientString)
+    }
+}
+
+/// A string, or a number written as one (Apple writes `bug_type` as a
+/// string; some tools write a number); anything else reads as absent.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Value>::deserialize(de)? {
         Some(Value::String(s)) => Some(s),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -230,8 +388,20 @@ mod tests {
         assert!(d
             .panic_text
             .contains("\"completeMemory() prepare count underflow\" @IOGPUMemory.cpp:550"));
-        assert!(d.panic_text.contains("/RELEASE_ARM64_T8132"));
+        // The text starts at the panic string, not at the header line.
+        assert!(d.panic_text.starts_with("panic(cpu 8"), "{}", d.panic_text);
+        assert!(!d.panic_text.contains("bug_type"));
         assert_eq!(d.bug_type(), Some("210"));
+    }
+
+    #[test]
+    fn body_fields_survive_damage_after_the_panic_text() {
+        let text = "{\"bug_type\":\"210\"}\n{\n  \"product\" : \"Mac16,5\",\n  \"kernel\" : \"Darwin Kernel Version 25.4.0\",\n  \"panicString\" : \"panic(cpu 8 caller 0x1): \\\"completeMemory() prepare count underflow\\\" @IOGPUMemory.cpp:550\\n\",\n  \"otherString\" : \"** Stackshot Succ";
+        let d = decode(text);
+        assert_eq!(d.layout, ReportLayout::IpsJson);
+        let body = d.body.unwrap();
+        assert_eq!(body.product.as_deref(), Some("Mac16,5"));
+        assert!(d.panic_text.contains("@IOGPUMemory.cpp:550"));
     }
 
     #[test]

@@ -264,7 +264,9 @@ fn source_file_consistent(signature: PanicSignature, location: Option<&SourceLoc
 /// backtrace" (the driver was executing when the kernel panicked).
 pub fn first_backtrace_kext_is_iogpu(text: &str) -> bool {
     let text = scan_window(text);
-    let Some(at) = find_ascii_case_insensitive(text, "kernel extensions in backtrace") else {
+    // "Kernel Extensions in backtrace" (any case of the E), found with the
+    // standard library's fast substring search.
+    let Some(at) = text.find("xtensions in backtrace") else {
         return false;
     };
     let after_header = &text[at..];
@@ -310,16 +312,6 @@ fn prefix_chars(text: &str, max: usize) -> &str {
         Some((cut, _)) => &text[..cut],
         None => text,
     }
-}
-
-/// Byte offset of `needle` (ASCII) in `haystack`, ignoring ASCII case.
-fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
-    let hay = haystack.as_bytes();
-    let pat = needle.as_bytes();
-    if pat.is_empty() || hay.len() < pat.len() {
-        return None;
-    }
-    (0..=hay.len() - pat.len()).find(|&i| hay[i..i + pat.len()].eq_ignore_ascii_case(pat))
 }
 
 #[cfg(test)]

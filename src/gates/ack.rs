@@ -52,7 +52,7 @@ pub fn ack_is_valid(
     if ack > now + ACK_FUTURE_SKEW || now - ack >= ACK_VALID_FOR {
         return false;
     }
-    latest_panic.map_or(true, |p| ack > p)
+    latest_panic.is_none_or(|p| ack > p)
 }
 
 /// Writes the ack file (its content is for people; its mtime is the ack).

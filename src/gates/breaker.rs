@@ -98,7 +98,7 @@ pub fn evaluate_breaker(
     let mut times: Vec<OffsetDateTime> = panics
         .iter()
         .copied()
-        .filter(|t| *t <= now && cleared_at.map_or(true, |c| *t > c))
+        .filter(|t| *t <= now && cleared_at.is_none_or(|c| *t > c))
         .collect();
     times.sort();
     let mut best: Option<(OffsetDateTime, OffsetDateTime, usize)> = None; // (until, entered, count)
@@ -109,7 +109,7 @@ pub fn evaluate_breaker(
             .count();
         if count >= policy.threshold.max(1) {
             let until = t + policy.cooldown;
-            if best.map_or(true, |(u, _, _)| until > u) {
+            if best.is_none_or(|(u, _, _)| until > u) {
                 best = Some((until, t, count));
             }
         }
@@ -126,7 +126,7 @@ pub fn evaluate_breaker(
             if until > now
                 && until - now <= MAX_RECORDED_SPAN
                 && !cleared_after
-                && best.map_or(true, |(u, _, _)| until > u)
+                && best.is_none_or(|(u, _, _)| until > u)
             {
                 best = Some((
                     until,

@@ -192,7 +192,7 @@ pub fn decide(
     if let Some(cross) = policy.cross_model_interval {
         for (model, &last) in entries.iter().filter(|(m, _)| m.as_str() != model_id) {
             let wait = cross - (now - last);
-            if wait > Duration::ZERO && worst.map_or(true, |w| wait > w.0) {
+            if wait > Duration::ZERO && worst.is_none_or(|w| wait > w.0) {
                 worst = Some((wait, model, last, "cross_model"));
             }
         }

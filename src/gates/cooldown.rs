@@ -238,7 +238,7 @@ pub fn evaluate_cooldown(inputs: &CooldownInputs, now: OffsetDateTime) -> Cooldo
                 horizon[..=i].iter().filter(|&&p| p >= t - span).collect();
             if counted.len() >= n {
                 let until = *counted[0] + policy.lockout_max;
-                if until > now && lockout.map_or(true, |(u, _, _)| until > u) {
+                if until > now && lockout.is_none_or(|(u, _, _)| until > u) {
                     lockout = Some((until, counted.len(), label));
                 }
             }
@@ -717,5 +717,88 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, &paths.sentinel).unwrap();
         let v = verdict_with(&[], &paths, &no_env, NOW).unwrap();
         assert_eq!(v.kind, VerdictKind::Cooldown);
+    }
+
+    #[test]
+    fn breaker_file_damage_never_blocks_and_a_trip_is_recorded_anyway() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let paths = GatePaths {
+            sentinel: state.join("panic-sentinel.json"),
+            ack: dir.path().join(".metal-guard-ack"),
+            breaker: state.join("breaker.json"),
+            ledger: state.join("panics.jsonl"),
+        };
+        let no_env = |_: &str| None;
+        // A directory in its place: a warning, no cooldown.
+        std::fs::create_dir(&paths.breaker).unwrap();
+        let v = verdict_with(&[], &paths, &no_env, NOW).unwrap();
+        assert_eq!(v.kind, VerdictKind::Proceed);
+        assert!(v.warnings.iter().any(|w| w.contains("directory")));
+        // A symlink to a file elsewhere that is not breaker state: a warning.
+        std::fs::remove_dir(&paths.breaker).unwrap();
+        let elsewhere = dir.path().join("notes.txt");
+        std::fs::write(&elsewhere, b"my notes").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &paths.breaker).unwrap();
+        let v = verdict_with(&[], &paths, &no_env, NOW).unwrap();
+        assert_eq!(v.kind, VerdictKind::Proceed);
+        assert!(!v.warnings.is_empty());
+        // No permission (meaningful when not root): never a lockout.
+        std::fs::remove_file(&paths.breaker).unwrap();
+        std::fs::write(&paths.breaker, b"{}").unwrap();
+        std::fs::set_permissions(&paths.breaker, std::fs::Permissions::from_mode(0o000)).unwrap();
+        assert_eq!(
+            verdict_with(&[], &paths, &no_env, NOW).unwrap().kind,
+            VerdictKind::Proceed
+        );
+        std::fs::remove_file(&paths.breaker).unwrap();
+        // Two panics in the ledger trip the breaker; a directory in the
+        // file's place is moved aside and the trip recorded.
+        std::fs::create_dir(&paths.breaker).unwrap();
+        let line = |ago: i64| {
+            format!(
+                "{{\"ts\": {}, \"signature\": \"pending_memory_set\"}}\n",
+                (NOW - Duration::minutes(ago)).unix_timestamp()
+            )
+        };
+        std::fs::write(&paths.ledger, line(30) + &line(10)).unwrap();
+        let v = verdict_with(&[], &paths, &no_env, NOW).unwrap();
+        assert!(v.breaker.tripped);
+        assert_eq!(v.kind, VerdictKind::Lockout);
+        let (file, w) = breaker::read_breaker(&paths.breaker);
+        assert!(w.is_none(), "{w:?}");
+        assert!(file.unwrap().cooldown_until.is_some());
+        // The recorded trip holds after the ledger is gone; `breaker clear` ends it.
+        std::fs::remove_file(&paths.ledger).unwrap();
+        let later = NOW + Duration::minutes(20);
+        let v = verdict_with(&[], &paths, &no_env, later).unwrap();
+        assert!(v.breaker.tripped);
+        assert_eq!(v.kind, VerdictKind::Cooldown);
+        breaker::clear_breaker(&paths.breaker, &BreakerPolicy::default(), later).unwrap();
+        assert_eq!(
+            verdict_with(&[], &paths, &no_env, later).unwrap().kind,
+            VerdictKind::Proceed
+        );
+    }
+
+    #[test]
+    fn a_missing_report_folder_is_a_warning_not_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = GatePaths {
+            sentinel: dir.path().join("s.json"),
+            ack: dir.path().join("ack"),
+            breaker: dir.path().join("b.json"),
+            ledger: dir.path().join("l.jsonl"),
+        };
+        let typo = dir.path().join("Diagnostic-Reprots");
+        let v = verdict_with(&[typo], &paths, &|_: &str| None, NOW).unwrap();
+        assert_eq!(v.kind, VerdictKind::Proceed);
+        assert!(
+            v.warnings.iter().any(|w| w.contains("Diagnostic-Reprots")),
+            "{:?}",
+            v.warnings
+        );
     }
 }

@@ -28,6 +28,15 @@ pub fn reports_since(
         dirs: dirs.to_vec(),
         since: Some(since),
     });
+    // A folder that is missing or unusable (a typo in --reports) must not
+    // pass silently as "no panics".
+    for skipped in outcome.skipped.iter().filter(|s| dirs.contains(&s.path)) {
+        warnings.push(format!(
+            "metal-guard: warning: report folder {}: {}",
+            skipped.path.display(),
+            skipped.reason
+        ));
+    }
     let iogpu: Vec<_> = outcome.iogpu_reports().cloned().collect();
     if !iogpu.is_empty() {
         match panic_ledger::ingest(ledger, &iogpu, now) {

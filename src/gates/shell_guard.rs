@@ -639,30 +639,49 @@ mod tests {
     }
 
     fn arb_rc() -> impl Strategy<Value = Option<Vec<u8>>> {
-        let line = "[ -~\t]{0,30}".prop_filter("not a marker", |l: &String| {
-            !l.contains(">>> metal-guard") && !l.contains("<<< metal-guard")
-        });
-        let eol = prop_oneof![Just("\n"), Just("\r\n")];
+        // Text lines (shell-like), raw byte lines (any byte but a newline:
+        // `\r`, NUL, invalid UTF-8), and lines that look like ours but are not.
+        let text = "[ -~\t]{0,30}".prop_map(String::into_bytes);
+        let raw = prop::collection::vec(
+            any::<u8>().prop_filter("no newline", |b| *b != b'\n'),
+            0..30,
+        );
+        let near = prop_oneof![
+            Just(b"# >>> metal-guard".to_vec()),
+            Just(b" # >>> metal-guard >>>".to_vec()),
+            Just(b"# <<< metal-guard".to_vec()),
+            Just(NOTE_ADDED_LF.as_bytes().to_vec()),
+            Just(source_line(Path::new("/x")).into_bytes()),
+        ];
+        let line = prop_oneof![6 => text, 3 => raw, 1 => near].prop_filter(
+            "not a marker",
+            |l: &Vec<u8>| {
+                let t = strip_eol(l);
+                t != START_MARKER.as_bytes() && t != END_MARKER.as_bytes()
+            },
+        );
+        let eol = prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..])];
         let body = (
             prop::collection::vec((line, eol), 0..12),
             any::<bool>(),
             any::<bool>(),
         )
             .prop_map(|(lines, drop_last_eol, uniform_crlf)| {
-                let mut out = String::new();
+                let mut out = Vec::new();
                 for (i, (l, e)) in lines.iter().enumerate() {
-                    out.push_str(l);
+                    out.extend_from_slice(l);
                     let last = i + 1 == lines.len();
                     if !(last && drop_last_eol) {
-                        out.push_str(if uniform_crlf { "\r\n" } else { e });
+                        out.extend_from_slice(if uniform_crlf { b"\r\n" } else { e });
                     }
                 }
-                out.into_bytes()
+                out
             });
         prop_oneof![1 => Just(None), 9 => body.prop_map(Some)]
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
         #[test]
         fn install_then_uninstall_gives_the_rc_back(rc in arb_rc()) {
             round_trip(rc.as_deref());

@@ -70,6 +70,11 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// own prefix is the venv) and as resolved; plus the base installation when
 /// a venv's `pyvenv.cfg` includes system site-packages; plus the user site.
 pub fn site_packages_for(interpreter: &Path) -> Vec<PathBuf> {
+    let pyenv_version = std::env::var("PYENV_VERSION").ok();
+    let cwd = std::env::current_dir().ok();
+    if let Some(real) = pyenv_shim_target(interpreter, cwd.as_deref(), pyenv_version.as_deref()) {
+        return site_packages_for(&real);
+    }
     let mut prefixes: Vec<PathBuf> = Vec::new();
     let push = |p: PathBuf, v: &mut Vec<PathBuf>| {
         if !v.contains(&p) {
@@ -162,6 +167,43 @@ pub fn site_packages_for(interpreter: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// A pyenv shim (`~/.pyenv/shims/python3`) stands for the interpreter of the
+/// active pyenv version: `PYENV_VERSION`, else the nearest `.python-version`
+/// from `cwd` up, else `$PYENV_ROOT/version`. `None` for anything else, or
+/// for the `system` version (the next interpreter on PATH, not resolved here).
+pub fn pyenv_shim_target(
+    interpreter: &Path,
+    cwd: Option<&Path>,
+    pyenv_version: Option<&str>,
+) -> Option<PathBuf> {
+    let shims = interpreter.parent()?;
+    if shims.file_name()? != "shims" {
+        return None;
+    }
+    let root = shims.parent()?;
+    if !root.join("versions").is_dir() {
+        return None;
+    }
+    let first_word = |text: &str| text.split_whitespace().next().map(str::to_string);
+    let version = pyenv_version
+        .and_then(first_word)
+        .or_else(|| {
+            cwd?.ancestors()
+                .find_map(|d| std::fs::read_to_string(d.join(".python-version")).ok())
+                .and_then(|t| first_word(&t))
+        })
+        .or_else(|| {
+            std::fs::read_to_string(root.join("version"))
+                .ok()
+                .and_then(|t| first_word(&t))
+        })?;
+    if version == "system" {
+        return None;
+    }
+    let name = interpreter.file_name()?;
+    Some(root.join("versions").join(version).join("bin").join(name))
+}
+
 /// `Name` and `Version` from a METADATA file's header block.
 fn read_metadata(path: &Path) -> Option<(String, String)> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -240,6 +282,44 @@ pub fn installed_packages(explicit: Option<&Path>, wanted: &[&str]) -> Installed
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pyenv_shims_resolve_to_the_active_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join(".pyenv");
+        let sp = root.join("versions/3.12.4/lib/python3.12/site-packages/mlx-0.30.0.dist-info");
+        std::fs::create_dir_all(&sp).unwrap();
+        std::fs::write(sp.join("METADATA"), "Name: mlx\nVersion: 0.30.0\n").unwrap();
+        std::fs::create_dir_all(root.join("shims")).unwrap();
+        std::fs::write(root.join("version"), "3.12.4\n").unwrap();
+        let project = dir.path().join("project");
+        std::fs::create_dir_all(project.join("sub")).unwrap();
+        let shim = root.join("shims/python3");
+        assert_eq!(
+            pyenv_shim_target(&shim, Some(&project.join("sub")), None),
+            Some(root.join("versions/3.12.4/bin/python3"))
+        );
+        std::fs::write(project.join(".python-version"), "3.11.9\n").unwrap();
+        assert_eq!(
+            pyenv_shim_target(&shim, Some(&project.join("sub")), None),
+            Some(root.join("versions/3.11.9/bin/python3"))
+        );
+        assert_eq!(
+            pyenv_shim_target(&shim, Some(&project), Some("3.10.1 3.9.0")),
+            Some(root.join("versions/3.10.1/bin/python3"))
+        );
+        std::fs::write(project.join(".python-version"), "system\n").unwrap();
+        assert_eq!(pyenv_shim_target(&shim, Some(&project), None), None);
+        assert_eq!(
+            pyenv_shim_target(&dir.path().join("bin/python3"), None, None),
+            None
+        );
+        let found = versions_in(
+            &site_packages_for(&root.join("versions/3.12.4/bin/python3")),
+            &["mlx"],
+        );
+        assert_eq!(found.get("mlx").map(String::as_str), Some("0.30.0"));
+    }
 
     #[test]
     fn names_normalise() {

@@ -73,7 +73,7 @@ impl Cursor<'_> {
         let rest = &self.s[self.i..];
         let mut best: Option<(usize, usize)> = None;
         for (idx, w) in words.iter().enumerate() {
-            if rest.starts_with(w.as_bytes()) && best.map_or(true, |(_, l)| w.len() > l) {
+            if rest.starts_with(w.as_bytes()) && best.is_none_or(|(_, l)| w.len() > l) {
                 best = Some((idx, w.len()));
             }
         }

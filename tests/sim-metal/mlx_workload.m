@@ -14,11 +14,14 @@
  *   oversize-prefill  one allocation above the working set (nil is a caught error)
  *   exit-inflight     exit with GPU work in flight
  *   steady            the same calls used safely (control: never panics)
- * Common option: --retained 1 asks for retained command buffers instead.
+ * Common options: --retained 1 asks for retained command buffers instead;
+ * --break-superclass 1 replaces a superclass method at the end (self-test of
+ * the inherited-method check, which then exits 3).
  * Per workload, the flags that model each guard lever by hand:
  *   load-unload --pause-ms N, residency-churn --defer 1 or --wired-limit-mb 0,
  *   exit-inflight --drain 1.
- * Exit 0 when the workload finishes, 2 on bad usage.
+ * Exit 0 when the workload finishes, 2 on bad usage, 3 when a driver
+ * superclass's method was replaced during the run (the inherited-method trap).
  */
 #include <objc/runtime.h>
 #include <pthread.h>
@@ -251,10 +254,10 @@ static void touch(id buf) {
 /* Load a model, run a few decode steps, unload it, and load it again at once
  * (the oMLX back-to-back benchmark pattern). */
 static int workload_load_unload(void) {
-  unsigned long cycles = opt("cycles", 4);
+  unsigned long cycles = opt("cycles", 8);
   unsigned long nweights = opt("weights", 8);
   unsigned long weight_bytes = opt("weight-mb", 4) << 20;
-  unsigned long steps = opt("steps", 3);
+  unsigned long steps = opt("steps", 10);
   unsigned long pause_ms = opt("pause-ms", 0); /* what a cadence guard would impose */
   struct stream s;
   stream_init(&s);
@@ -385,7 +388,7 @@ static int workload_oversize_prefill(void) {
   stream_init(&s);
   id weights[2] = {mlx_malloc(2 << 20), mlx_malloc(2 << 20)};
   /* The other request's decode steps are queued on the GPU. */
-  for (unsigned long i = 0; i < opt("decode-steps", 8); i++) {
+  for (unsigned long i = 0; i < opt("decode-steps", 150); i++) {
     id temps[1] = {mlx_malloc(64 << 10)};
     stream_eval(&s, weights, 2, temps, 1);
   }
@@ -411,7 +414,7 @@ static int workload_oversize_prefill(void) {
 
 /* Queue work and leave: the process exits while the GPU still runs it. */
 static int workload_exit_inflight(void) {
-  unsigned long cbs = opt("command-buffers", 8);
+  unsigned long cbs = opt("command-buffers", 150);
   static struct stream s; /* never destroyed: exit does not wait */
   stream_init(&s);
   id weights[2] = {mlx_malloc(1 << 20), mlx_malloc(1 << 20)};
@@ -438,14 +441,96 @@ static int workload_steady(void) {
       id temps[2] = {mlx_malloc(64 << 10), mlx_malloc(100)};
       stream_eval(&s, weights, 4, temps, 2);
     }
+    /* Caller memory wrapped without a copy (MLX's make_buffer, from numpy),
+     * and a small constant uploaded by copy. */
+    size_t host_len = 64 << 10;
+    void *host = NULL;
+    if (posix_memalign(&host, PAGE, host_len) != 0) host = NULL;
+    id wrapped = nil;
+    if (host != NULL) {
+      memset(host, 0, host_len);
+      wrapped = [g_device newBufferWithBytesNoCopy:host
+                                            length:host_len
+                                           options:MLX_OPTIONS
+                                       deallocator:^(void *pointer, NSUInteger length) {
+                                         (void)length;
+                                         free(pointer);
+                                       }];
+      if (wrapped == nil) free(host); /* MLX falls back to malloc + copy */
+    }
+    float constants[64] = {1.0f};
+    id copied = [g_device newBufferWithBytes:constants length:sizeof constants options:MLX_OPTIONS];
+    id extra[2] = {wrapped != nil ? wrapped : weights[0], copied != nil ? copied : weights[1]};
+    stream_eval(&s, extra, 2, NULL, 0);
     stream_synchronize(&s);
+    if (wrapped != nil) [(id<SimMTLObjectMethods>)wrapped release];
+    if (copied != nil) [(id<SimMTLObjectMethods>)copied release];
     for (int i = 0; i < 4; i++) mlx_free(weights[i]);
     mlx_clear_cache();
-    usleep(opt("pause-ms", 100) * 1000);
+    usleep(opt("pause-ms", 250) * 1000);
   }
   stream_destroy(&s);
   printf("steady: %lu rounds\n", opt("rounds", 3));
   return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The inherited-method trap                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Methods the concrete classes inherit from a driver superclass. A swizzler
+ * must override them on the concrete class (class_addMethod) and leave the
+ * superclass alone: its IMPs here must not change during the run. */
+static const struct {
+  const char *cls;
+  const char *sel;
+} kInherited[] = {
+    {"SimIOGPUMetalDevice", "newCommandQueue"},
+    {"SimIOGPUMetalDevice", "newCommandQueueWithMaxCommandBufferCount:"},
+    {"SimIOGPUMetalDevice", "newResidencySetWithDescriptor:error:"},
+    {"SimIOGPUMetalDevice", "recommendedMaxWorkingSetSize"},
+    {"SimIOGPUMetalDevice", "maxBufferLength"},
+    {"SimIOGPUMetalHeap", "newBufferWithLength:options:"},
+    {"SimIOGPUMetalCommandQueue", "commandBuffer"},
+    {"SimIOGPUMetalCommandQueue", "commandBufferWithUnretainedReferences"},
+    {"SimIOGPUMetalCommandQueue", "commandBufferWithDescriptor:"},
+    {"SimIOGPUMetalCommandBuffer", "addCompletedHandler:"},
+    {"SimIOGPUMetalCommandBuffer", "commit"},
+    {"SimIOGPUMetalCommandBuffer", "waitUntilCompleted"},
+    {"SimIOGPUMetalBuffer", "retain"},
+    {"SimIOGPUMetalBuffer", "release"},
+    {"SimIOGPUMetalBuffer", "dealloc"},
+    {"SimMTLObject", "retain"},
+    {"SimMTLObject", "release"},
+    {"SimMTLObject", "dealloc"},
+};
+#define N_INHERITED (sizeof kInherited / sizeof kInherited[0])
+static IMP g_inherited_imps[N_INHERITED];
+
+static IMP own_imp(size_t i) {
+  Class cls = objc_getClass(kInherited[i].cls);
+  if (cls == Nil) return NULL;
+  Method m = class_getInstanceMethod(cls, sel_registerName(kInherited[i].sel));
+  return m != NULL ? method_getImplementation(m) : NULL;
+}
+
+static void record_inherited_imps(void) {
+  for (size_t i = 0; i < N_INHERITED; i++) g_inherited_imps[i] = own_imp(i);
+}
+
+/* Returns 0 when every superclass IMP is what it was at start. */
+static int inherited_imps_changed(void) {
+  int changed = 0;
+  for (size_t i = 0; i < N_INHERITED; i++) {
+    if (own_imp(i) != g_inherited_imps[i]) {
+      fprintf(stderr,
+              "mlx_workload: inherited-method trap: -[%s %s] was replaced on the superclass "
+              "(hook the concrete class with class_addMethod instead)\n",
+              kInherited[i].cls, kInherited[i].sel);
+      changed = 1;
+    }
+  }
+  return changed;
 }
 
 int main(int argc, char **argv) {
@@ -466,8 +551,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   g_retained = opt("retained", 0) != 0;
+  record_inherited_imps(); /* before the first device: hooks are installed then */
   device_init();
   int rc = run();
+  if (opt("break-superclass", 0)) {
+    /* Self-test of the check below: what a careless swizzler would do. */
+    Class base = objc_getClass("SimIOGPUMetalCommandBuffer");
+    Method commit = class_getInstanceMethod(base, sel_registerName("commit"));
+    Method wait = class_getInstanceMethod(base, sel_registerName("waitUntilCompleted"));
+    method_setImplementation(commit, method_getImplementation(wait));
+  }
+  if (inherited_imps_changed()) return 3;
   if (rc == 0) printf("workload %s: done\n", name);
   fflush(stdout);
   return rc;

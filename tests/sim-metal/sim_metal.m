@@ -63,7 +63,7 @@ static uint64_t env_u64(const char *name, uint64_t fallback) {
 
 static void load_config(void) {
   g_cfg.gpu_delay_ns = env_u64("SIM_METAL_GPU_DELAY_US", 2000) * 1000ull;
-  g_cfg.complete_lag_ns = env_u64("SIM_METAL_COMPLETE_LAG_US", 10000) * 1000ull;
+  g_cfg.complete_lag_ns = env_u64("SIM_METAL_COMPLETE_LAG_US", 100000) * 1000ull;
   g_cfg.working_set = env_u64("SIM_METAL_WORKING_SET_BYTES", 4ull << 30);
   g_cfg.max_buffer = env_u64("SIM_METAL_MAX_BUFFER_BYTES", g_cfg.working_set * 2);
   g_cfg.large_alloc = env_u64("SIM_METAL_LARGE_ALLOC_BYTES", 1ull << 20);
@@ -1070,14 +1070,14 @@ static void start_threads(void) {
 @implementation SimIOGPUMetalCommandBuffer
 - (void)addCompletedHandler:(MTLCommandBufferHandler)block {
   if (block == NULL) return;
+  MTLCommandBufferHandler copy = Block_copy(block);
   pthread_mutex_lock(&K.lock);
-  int committed = _committed;
-  pthread_mutex_unlock(&K.lock);
-  if (committed)
+  if (_committed)
     client_fault("-[%s addCompletedHandler:]: failed assertion `Completed handler provided after "
                  "commit call'",
                  object_getClassName(self));
-  vec_push(&_handlers, Block_copy(block));
+  vec_push(&_handlers, copy);
+  pthread_mutex_unlock(&K.lock);
 }
 
 - (void)commit {
@@ -1168,7 +1168,9 @@ static void start_threads(void) {
 - (id)computeCommandEncoder {
   SimAGXG16XFamilyComputeContext *enc = [[SimAGXG16XFamilyComputeContext alloc] init];
   enc->_commandBuffer = self;
+  pthread_mutex_lock(&K.lock);
   vec_push(&_encoders, enc);
+  pthread_mutex_unlock(&K.lock);
   return enc; /* +0: owned by the command buffer, like an autoreleased encoder */
 }
 @end

@@ -13,12 +13,16 @@ use std::sync::atomic::{AtomicPtr, Ordering::*};
 pub static DEALLOC: HookSlot = HookSlot::new(c"dealloc");
 static LENGTH: CachedSel = CachedSel::new(c"length");
 
-/// Buffer classes already handled (hooked, covered or not hookable).
+/// Buffer classes already handled (hooked, covered or not hookable), each
+/// with its `length` IMP, so a free costs no method lookup.
 const SEEN: usize = 8;
 static SEEN_CLASSES: [AtomicPtr<c_void>; SEEN] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; SEEN];
+static LENGTH_IMPS: [AtomicPtr<c_void>; SEEN] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; SEEN];
 
 type Dealloc = unsafe extern "C-unwind" fn(Id, Sel);
+type Length = unsafe extern "C-unwind" fn(Id, Sel) -> u64;
 
 /// Hooks `dealloc` on `buffer`'s class the first time that class is seen.
 #[inline]
@@ -36,8 +40,26 @@ pub fn ensure_hooked(guard: &Guard, buffer: Id) {
             break;
         }
     }
-    // First sighting: only a length-bearing class is worth hooking.
-    if rt.responds(cls, LENGTH.get(rt)) {
+    first_sighting(guard, rt, cls);
+}
+
+static SIGHTING_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[cold]
+fn first_sighting(guard: &Guard, rt: &ObjcRuntime, cls: *mut c_void) {
+    // One writer at a time: a slot's IMP and class are published as a pair.
+    let _lock = SIGHTING_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if SEEN_CLASSES.iter().any(|s| s.load(Acquire) == cls) {
+        return;
+    }
+    let length = LENGTH.get(rt);
+    let length_imp = if rt.responds(cls, length) {
+        rt.imp(cls, length)
+    } else {
+        std::ptr::null()
+    };
+    // Only a length-bearing class is worth hooking.
+    if !length_imp.is_null() {
         install_on(
             guard,
             rt,
@@ -46,15 +68,45 @@ pub fn ensure_hooked(guard: &Guard, buffer: Id) {
             &[(&DEALLOC, buffer_dealloc as Imp)],
         );
     }
-    for slot in &SEEN_CLASSES {
-        if slot
-            .compare_exchange(std::ptr::null_mut(), cls, AcqRel, Acquire)
-            .is_ok()
-            || slot.load(Acquire) == cls
-        {
+    for (i, slot) in SEEN_CLASSES.iter().enumerate() {
+        let seen = slot.load(Acquire);
+        if seen == cls {
+            return;
+        }
+        if seen.is_null() {
+            // The IMP is published before the class, which readers match on.
+            LENGTH_IMPS[i].store(length_imp as *mut c_void, Release);
+            slot.store(cls, Release);
             return;
         }
     }
+}
+
+/// The buffer's length through the cached IMP of its class.
+#[inline]
+fn length_of(rt: &ObjcRuntime, buffer: Id) -> u64 {
+    let cls = rt.class_of(buffer);
+    for (i, slot) in SEEN_CLASSES.iter().enumerate() {
+        let seen = slot.load(Acquire);
+        if seen.is_null() {
+            break;
+        }
+        if seen == cls {
+            let imp = LENGTH_IMPS[i].load(Acquire);
+            if imp.is_null() {
+                return 0;
+            }
+            // SAFETY: the class's own `length` IMP (`NSUInteger (id, SEL)`),
+            // recorded at its first sighting; `buffer` is alive (in dealloc,
+            // before the original runs).
+            return unsafe {
+                let f: Length = std::mem::transmute::<*mut c_void, Length>(imp);
+                f(buffer, LENGTH.get(rt))
+            };
+        }
+    }
+    // A subclass we never saw allocated: ask the runtime.
+    send_u64_sel(rt, buffer, LENGTH.get(rt)).unwrap_or(0)
 }
 
 unsafe extern "C-unwind" fn buffer_dealloc(this: Id, cmd: Sel) {
@@ -67,8 +119,7 @@ unsafe extern "C-unwind" fn buffer_dealloc(this: Id, cmd: Sel) {
         let depth = DepthGuard::enter(HookFamily::Free);
         if depth.outermost() {
             policy(guard, "dealloc", || {
-                let bytes = send_u64_sel(rt, this, LENGTH.get(rt)).unwrap_or(0);
-                guard.on_buffer_freed(bytes);
+                guard.on_buffer_freed(length_of(rt, this));
             });
         }
     }

@@ -32,7 +32,7 @@ pub fn on_created(guard: &'static Guard, cb: Id) {
         return;
     };
     let cls = rt.class_of(cb);
-    if !COMMIT.contains(cls) {
+    if !COMMIT.seen(cls) {
         install_on(
             guard,
             rt,

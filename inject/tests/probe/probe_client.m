@@ -96,6 +96,22 @@ static void reload(void) {
   unload(bufs, 4);
 }
 
+/* Serving: weights stay; KV-cache bursts come and go (a trim is no unload). */
+static void trim(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id weights[6], kv[4];
+  load(dev, weights, 6);
+  usleep(200 * 1000);
+  load(dev, kv, 4); /* a prefill after quiet: not a model load */
+  usleep(200 * 1000);
+  unload(kv, 4); /* cache trim */
+  usleep(50 * 1000);
+  load(dev, kv, 4); /* the next prefill must not stall */
+  printf("served=%d\n", kv[3] != nil);
+  unload(kv, 4);
+  unload(weights, 6);
+}
+
 static void exit_in_flight(void) {
   id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
   id<ProbeMethods> queue = [dev newCommandQueue];
@@ -116,8 +132,9 @@ int main(int argc, char **argv) {
   else if (!strcmp(s, "residency")) residency();
   else if (!strcmp(s, "exit_in_flight")) exit_in_flight();
   else if (!strcmp(s, "reload")) reload();
+  else if (!strcmp(s, "trim")) trim();
   else {
-    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload\n");
+    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload|trim\n");
     return 64;
   }
   printf("done=1\n");

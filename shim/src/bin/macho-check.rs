@@ -24,7 +24,8 @@ enum Command {
     /// initializer, an ad-hoc signature that matches the file.
     Dylib {
         path: PathBuf,
-        /// A symbol (Mach-O spelling, leading underscore) the dylib must export.
+        /// A symbol (Mach-O spelling, leading underscore) the dylib must
+        /// export, in addition to `_metal_guard_inject_version`.
         #[arg(long = "expect-export", value_name = "SYMBOL")]
         expect_export: Vec<String>,
     },
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
             expect_export,
         } => {
             let mut expect = DylibExpectations::metal_guard_inject();
-            expect.required_exports = expect_export;
+            expect.required_exports.extend(expect_export);
             match std::fs::read(&path) {
                 Ok(data) => report(&path, macho_check::check_dylib(&data, &expect)),
                 Err(e) => {

@@ -76,9 +76,9 @@ const BIND_OPCODE_DO_BIND_ULEB_TIMES_SKIPPING_ULEB: u8 = 0xc0;
 const BIND_OPCODE_THREADED: u8 = 0xd0;
 const BIND_SYMBOL_FLAGS_WEAK_IMPORT: u8 = 0x1;
 const POINTER_SIZE: u64 = 8;
-/// A bound stream cannot bind more pointers than it has bytes times this;
-/// guards `DO_BIND_ULEB_TIMES` against absurd counts.
-const MAX_BINDS_PER_STREAM_BYTE: u64 = 4096;
+/// More binds than any real image has (a large framework has tens of
+/// thousands); stops a hostile `DO_BIND_ULEB_TIMES` count from exhausting memory.
+pub(crate) const MAX_BINDS: usize = 1 << 20;
 
 struct BindState {
     library: LibraryOrdinal,
@@ -105,8 +105,6 @@ pub(crate) fn read_opcodes(
         "bind opcodes",
     )?;
     let b = Bytes::new(stream);
-    let budget = (range.size as u64).saturating_mul(MAX_BINDS_PER_STREAM_BYTE);
-    let mut produced = 0u64;
     let mut st = BindState {
         library: LibraryOrdinal::SelfImage,
         symbol: String::new(),
@@ -161,34 +159,25 @@ pub(crate) fn read_opcodes(
             BIND_OPCODE_DO_BIND => {
                 emit(image, &st, source, out)?;
                 st.offset = st.offset.wrapping_add(POINTER_SIZE);
-                produced += 1;
             }
             BIND_OPCODE_DO_BIND_ADD_ADDR_ULEB => {
                 emit(image, &st, source, out)?;
                 let delta = b.uleb(&mut at, "bind address delta")?;
                 st.offset = st.offset.wrapping_add(delta).wrapping_add(POINTER_SIZE);
-                produced += 1;
             }
             BIND_OPCODE_DO_BIND_ADD_ADDR_IMM_SCALED => {
                 emit(image, &st, source, out)?;
                 st.offset = st
                     .offset
                     .wrapping_add(u64::from(imm) * POINTER_SIZE + POINTER_SIZE);
-                produced += 1;
             }
             BIND_OPCODE_DO_BIND_ULEB_TIMES_SKIPPING_ULEB => {
                 let count = b.uleb(&mut at, "bind repeat count")?;
                 let skip = b.uleb(&mut at, "bind repeat skip")?;
-                if produced.saturating_add(count) > budget {
-                    return Err(malformed(format!(
-                        "bind opcodes repeat a bind {count} times, more than the stream can describe"
-                    )));
-                }
                 for _ in 0..count {
                     emit(image, &st, source, out)?;
                     st.offset = st.offset.wrapping_add(skip).wrapping_add(POINTER_SIZE);
                 }
-                produced += count;
             }
             BIND_OPCODE_THREADED => {
                 return Err(MachOError::Unsupported {
@@ -226,6 +215,9 @@ fn emit(
             "bind of {} at offset {:#x} lies outside segment {}",
             st.symbol, st.offset, seg.name
         )));
+    }
+    if out.len() >= MAX_BINDS {
+        return Err(malformed(format!("more than {MAX_BINDS} binds")));
     }
     out.push(Bind {
         source,

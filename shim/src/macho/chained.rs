@@ -191,6 +191,12 @@ pub(crate) fn read_binds(
                     )
                 };
                 if let Some((ordinal, addend)) = bind {
+                    if out.len() >= super::binds::MAX_BINDS {
+                        return Err(malformed(format!(
+                            "more than {} binds",
+                            super::binds::MAX_BINDS
+                        )));
+                    }
                     let import = imports.get(ordinal).ok_or_else(|| {
                         malformed(format!(
                             "chained bind in {} names import {ordinal} of {}",

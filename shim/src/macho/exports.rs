@@ -49,11 +49,13 @@ pub(crate) fn walk(data: &[u8], range: LinkeditRange) -> Result<Vec<Export>, Mac
     let mut out = Vec::new();
     // Explicit stack of (node offset, prefix) so a deep trie cannot overflow ours.
     let mut stack: Vec<(usize, Vec<u8>)> = vec![(0, Vec::new())];
-    let mut visited = 0usize;
+    // A trie is a tree: every node is reached by exactly one edge. Refusing a
+    // second visit stops cycles and bounds the work by the trie's size.
+    let mut reached = vec![false; trie.len()];
+    reached[0] = true;
     while let Some((node, prefix)) = stack.pop() {
-        visited += 1;
-        if visited > trie.len().max(1) * 2 || prefix.len() > MAX_DEPTH {
-            return Err(malformed("export trie has a cycle"));
+        if prefix.len() > MAX_DEPTH {
+            return Err(malformed("export trie is deeper than any symbol name"));
         }
         let mut at = node;
         let terminal_size = trie.uleb(&mut at, "export trie node")? as usize;
@@ -100,6 +102,11 @@ pub(crate) fn walk(data: &[u8], range: LinkeditRange) -> Result<Vec<Export>, Mac
                     "export trie edge '{label}' points to offset {child:#x}, outside the trie"
                 )));
             }
+            if std::mem::replace(&mut reached[child], true) {
+                return Err(malformed(format!(
+                    "export trie node {child:#x} is reached twice (a cycle or a shared node)"
+                )));
+            }
             let mut p = prefix.clone();
             p.extend_from_slice(label.as_bytes());
             stack.push((child, p));
@@ -107,4 +114,56 @@ pub(crate) fn walk(data: &[u8], range: LinkeditRange) -> Result<Vec<Export>, Mac
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(len: usize) -> LinkeditRange {
+        LinkeditRange {
+            offset: 0,
+            size: len as u32,
+        }
+    }
+
+    #[test]
+    fn a_cycle_is_an_error() {
+        // Root (no terminal) with one edge "_a" back to offset 4, whose node
+        // has an edge "b" back to itself.
+        let trie = [0u8, 1, b'_', b'a', 0, 7, 0, 0, 1, b'b', 0, 7];
+        let err = walk(&trie, range(trie.len())).unwrap_err();
+        assert!(err.to_string().contains("reached twice"), "{err}");
+    }
+
+    #[test]
+    fn reexports_and_resolvers_are_decoded() {
+        // root: 2 edges; "_r" -> re-export from dylib 1 as "_x"; "_s" -> stub+resolver.
+        let mut t = vec![0u8, 2];
+        t.extend_from_slice(b"_r\0");
+        t.push(10);
+        t.extend_from_slice(b"_s\0");
+        t.push(17);
+        assert_eq!(t.len(), 10);
+        // node at 10: terminal size 5: flags 0x08, ordinal 1, "_x\0"; 0 children
+        t.extend_from_slice(&[5, 0x08, 1, b'_', b'x', 0, 0]);
+        assert_eq!(t.len(), 17);
+        // node at 17: terminal size 3: flags 0x10, stub 0x10, resolver 0x20; 0 children
+        t.extend_from_slice(&[3, 0x10, 0x10, 0x20, 0]);
+        let exports = walk(&t, range(t.len())).unwrap();
+        assert_eq!(
+            exports[0].target,
+            ExportTarget::Reexport {
+                ordinal: 1,
+                name: Some("_x".to_string())
+            }
+        );
+        assert_eq!(
+            exports[1].target,
+            ExportTarget::Resolver {
+                stub: 0x10,
+                resolver: 0x20
+            }
+        );
+    }
 }

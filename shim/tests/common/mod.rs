@@ -47,6 +47,17 @@ pub struct ImageSpec {
     pub entry_point: bool,
     pub signed: bool,
     pub signature_flags: u32,
+    /// Classic bind opcodes (`LC_DYLD_INFO_ONLY`, what zig's linker writes) or
+    /// chained fixups (`LC_DYLD_CHAINED_FIXUPS`, what Apple's linker writes).
+    pub fixups: FixupStyle,
+    /// Exported `(name, offset)` pairs, written as an export trie.
+    pub exports: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FixupStyle {
+    Opcodes,
+    Chained,
 }
 
 impl ImageSpec {
@@ -87,6 +98,8 @@ impl ImageSpec {
             entry_point: false,
             signed: true,
             signature_flags: 0x0002_0002,
+            fixups: FixupStyle::Opcodes,
+            exports: vec![("_metal_guard_inject_version".to_string(), TEXT_CODE_AT)],
         }
     }
 
@@ -110,46 +123,148 @@ impl ImageSpec {
             entry_point: true,
             signed: true,
             signature_flags: 0x0002_0002,
+            fixups: FixupStyle::Opcodes,
+            exports: Vec::new(),
         }
     }
 
     pub fn build(&self) -> Vec<u8> {
-        let binds = self.bind_opcodes();
-        // Two passes: the load commands' size does not depend on offsets.
-        let linkedit_binds_at = LINKEDIT_VM as usize;
-        let sig_at = align(linkedit_binds_at + binds.len(), 16);
+        let fixups = match self.fixups {
+            FixupStyle::Opcodes => self.bind_opcodes(),
+            FixupStyle::Chained => self.chained_fixups_blob(),
+        };
+        let trie = export_trie(&self.exports);
+        // __LINKEDIT: fixups, then the export trie, then the signature.
+        let fixups_at = LINKEDIT_VM as usize;
+        let trie_at = align(fixups_at + fixups.len(), 8);
+        let sig_at = align(trie_at + trie.len(), 16);
+        let layout = LinkeditLayout {
+            fixups_at,
+            fixups_len: fixups.len(),
+            trie_at,
+            trie_len: trie.len(),
+            sig_at,
+            sig_len: if self.signed {
+                code_signature(&[0u8; 0], 0, self.signature_flags).len()
+                    + (sig_at.div_ceil(4096)) * 32
+            } else {
+                0
+            },
+        };
         let mut file = vec![0u8; sig_at];
         // __TEXT code: a few `ret` instructions.
         for i in 0..4 {
             file[TEXT_CODE_AT as usize + i * 4..TEXT_CODE_AT as usize + i * 4 + 4]
                 .copy_from_slice(&0xd65f_03c0u32.to_le_bytes());
         }
-        // __interpose replacements point at our code; replacees are bound.
-        for t in 0..self.interpose_tuples {
-            let at = DATA_VM as usize + (t * 16) as usize;
-            file[at..at + 8].copy_from_slice(&(TEXT_CODE_AT + 4 * t).to_le_bytes());
+        for (offset, value) in self.data_pointers() {
+            let at = DATA_VM as usize + offset as usize;
+            file[at..at + 8].copy_from_slice(&value.to_le_bytes());
         }
-        if self.initializer {
-            let at = DATA_VM as usize + 0x20;
-            file[at..at + 8].copy_from_slice(&TEXT_CODE_AT.to_le_bytes());
-        }
-        file[linkedit_binds_at..linkedit_binds_at + binds.len()].copy_from_slice(&binds);
-        let sig_len = if self.signed {
-            code_signature(&[0u8; 0], 0, self.signature_flags).len() + (sig_at.div_ceil(4096)) * 32
-        } else {
-            0
-        };
-        let commands = self.load_commands(linkedit_binds_at, binds.len(), sig_at, sig_len);
+        file[fixups_at..fixups_at + fixups.len()].copy_from_slice(&fixups);
+        file[trie_at..trie_at + trie.len()].copy_from_slice(&trie);
+        let commands = self.load_commands(&layout);
         let header = self.header(&commands);
         file[..header.len()].copy_from_slice(&header);
         file[header.len()..header.len() + commands.bytes.len()].copy_from_slice(&commands.bytes);
         assert!(header.len() + commands.bytes.len() < TEXT_CODE_AT as usize);
         if self.signed {
             let sig = code_signature(&file, sig_at, self.signature_flags);
-            assert_eq!(sig.len(), sig_len);
+            assert_eq!(sig.len(), layout.sig_len);
             file.extend_from_slice(&sig);
         }
         file
+    }
+
+    /// Rebased pointers in `__DATA` (offset, target): interpose replacements
+    /// and the initializer.
+    fn rebases(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = (0..self.interpose_tuples)
+            .map(|t| (t * 16, TEXT_CODE_AT + 4 * t))
+            .collect();
+        if self.initializer {
+            out.push((0x20, TEXT_CODE_AT));
+        }
+        out
+    }
+
+    /// The 8-byte values stored in `__DATA`: plain addresses for opcode-style
+    /// images; encoded chain entries for chained fixups.
+    fn data_pointers(&self) -> Vec<(u64, u64)> {
+        match self.fixups {
+            FixupStyle::Opcodes => self.rebases(),
+            FixupStyle::Chained => {
+                // DYLD_CHAINED_PTR_64_OFFSET: bind = bit 63 | ordinal (24 bits);
+                // rebase = target offset (36 bits); next (in 4-byte strides) at bit 51.
+                let mut slots: Vec<(u64, u64)> = self.rebases();
+                for (i, b) in self.binds.iter().enumerate() {
+                    slots.push((b.data_offset, (1u64 << 63) | i as u64));
+                }
+                slots.sort();
+                let mut out = Vec::new();
+                for (k, (offset, value)) in slots.iter().enumerate() {
+                    let next = slots.get(k + 1).map_or(0, |(n, _)| (n - offset) / 4);
+                    out.push((*offset, value | (next << 51)));
+                }
+                out
+            }
+        }
+    }
+
+    /// `LC_DYLD_CHAINED_FIXUPS` payload: header, starts for `__DATA` (one
+    /// page), `DYLD_CHAINED_IMPORT` entries, symbol names.
+    fn chained_fixups_blob(&self) -> Vec<u8> {
+        let starts_offset = 32u32;
+        let seg_count = 3u32; // __TEXT, __DATA, __LINKEDIT
+        let seg_info = 4 + 4 * seg_count; // __DATA's starts, relative to starts_in_image
+        let first = self
+            .rebases()
+            .iter()
+            .map(|(o, _)| *o)
+            .chain(self.binds.iter().map(|b| b.data_offset))
+            .min();
+        let starts_len = 24u32;
+        let imports_offset = starts_offset + seg_info + starts_len;
+        let symbols_offset = imports_offset + 4 * self.binds.len() as u32;
+        let mut symbols = vec![0u8];
+        let mut imports = Vec::new();
+        for b in &self.binds {
+            let name_offset = symbols.len() as u32;
+            symbols.extend_from_slice(b.symbol.as_bytes());
+            symbols.push(0);
+            let ordinal = u32::from(b.ordinal as u8); // 0xfe = flat lookup
+            imports.extend_from_slice(
+                &(ordinal | (u32::from(b.weak_import) << 8) | (name_offset << 9)).to_le_bytes(),
+            );
+        }
+        let mut out = Vec::new();
+        for v in [
+            0u32,
+            starts_offset,
+            imports_offset,
+            symbols_offset,
+            self.binds.len() as u32,
+            1, // DYLD_CHAINED_IMPORT
+            0, // uncompressed symbols
+            0, // padding to starts_offset
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&seg_count.to_le_bytes());
+        for v in [0u32, seg_info, 0] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&starts_len.to_le_bytes());
+        out.extend_from_slice(&(PAGE as u16).to_le_bytes());
+        out.extend_from_slice(&6u16.to_le_bytes()); // DYLD_CHAINED_PTR_64_OFFSET
+        out.extend_from_slice(&DATA_VM.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&(first.map_or(0xffff, |o| o as u16)).to_le_bytes());
+        assert_eq!(out.len() as u32, imports_offset);
+        out.extend_from_slice(&imports);
+        out.extend_from_slice(&symbols);
+        out
     }
 
     fn header(&self, commands: &Commands) -> Vec<u8> {
@@ -189,15 +304,9 @@ impl ImageSpec {
         ops
     }
 
-    fn load_commands(
-        &self,
-        binds_at: usize,
-        binds_len: usize,
-        sig_at: usize,
-        sig_len: usize,
-    ) -> Commands {
+    fn load_commands(&self, layout: &LinkeditLayout) -> Commands {
         let mut c = Commands::default();
-        let linkedit_size = (sig_at + sig_len - LINKEDIT_VM as usize) as u64;
+        let linkedit_size = (layout.sig_at + layout.sig_len - LINKEDIT_VM as usize) as u64;
         c.segment(
             "__TEXT",
             0,
@@ -221,22 +330,80 @@ impl ImageSpec {
         for (cmd, name) in &self.dylibs {
             c.dylib(*cmd, name);
         }
-        // LC_DYLD_INFO_ONLY: only the bind stream.
-        let mut info = vec![0u8; 40];
-        info[8..12].copy_from_slice(&(binds_at as u32).to_le_bytes());
-        info[12..16].copy_from_slice(&(binds_len as u32).to_le_bytes());
-        c.raw(0x8000_0022, &info);
+        let linkedit = |off: usize, len: usize| {
+            let mut body = (off as u32).to_le_bytes().to_vec();
+            body.extend_from_slice(&(len as u32).to_le_bytes());
+            body
+        };
+        match self.fixups {
+            FixupStyle::Opcodes => {
+                // LC_DYLD_INFO_ONLY: the bind stream and the export trie.
+                let mut info = vec![0u8; 40];
+                info[8..16].copy_from_slice(&linkedit(layout.fixups_at, layout.fixups_len));
+                info[32..40].copy_from_slice(&linkedit(layout.trie_at, layout.trie_len));
+                c.raw(0x8000_0022, &info);
+            }
+            FixupStyle::Chained => {
+                c.raw(0x8000_0034, &linkedit(layout.fixups_at, layout.fixups_len));
+                c.raw(0x8000_0033, &linkedit(layout.trie_at, layout.trie_len));
+            }
+        }
         if self.entry_point {
             let mut main = TEXT_CODE_AT.to_le_bytes().to_vec();
             main.extend_from_slice(&0u64.to_le_bytes());
             c.raw(0x8000_0028, &main);
         }
         if self.signed {
-            let mut lc = (sig_at as u32).to_le_bytes().to_vec();
-            lc.extend_from_slice(&(sig_len as u32).to_le_bytes());
-            c.raw(0x1d, &lc);
+            c.raw(0x1d, &linkedit(layout.sig_at, layout.sig_len));
         }
         c
+    }
+}
+
+struct LinkeditLayout {
+    fixups_at: usize,
+    fixups_len: usize,
+    trie_at: usize,
+    trie_len: usize,
+    sig_at: usize,
+    sig_len: usize,
+}
+
+/// An export trie: a root whose edges are the whole names, one terminal node each.
+pub fn export_trie(exports: &[(String, u64)]) -> Vec<u8> {
+    if exports.is_empty() {
+        return Vec::new();
+    }
+    let nodes: Vec<Vec<u8>> = exports
+        .iter()
+        .map(|(_, addr)| {
+            let mut info = vec![0u8]; // flags: regular
+            uleb(&mut info, *addr);
+            let mut node = Vec::new();
+            uleb(&mut node, info.len() as u64);
+            node.extend_from_slice(&info);
+            node.push(0); // no children
+            node
+        })
+        .collect();
+    // The root's size depends on the ULEB widths of the child offsets: iterate.
+    let mut root_len = 2 + exports.iter().map(|(n, _)| n.len() + 2).sum::<usize>();
+    loop {
+        let mut root = vec![0u8, exports.len() as u8];
+        let mut at = root_len;
+        for ((name, _), node) in exports.iter().zip(&nodes) {
+            root.extend_from_slice(name.as_bytes());
+            root.push(0);
+            uleb(&mut root, at as u64);
+            at += node.len();
+        }
+        if root.len() == root_len {
+            for node in &nodes {
+                root.extend_from_slice(node);
+            }
+            return root;
+        }
+        root_len = root.len();
     }
 }
 

@@ -73,6 +73,12 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+/// The valgrind suppressions for GCC libobjc's own allocations
+/// (`tests/sim-metal/valgrind.supp`).
+pub fn valgrind_suppressions() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("valgrind.supp")
+}
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -393,16 +399,20 @@ impl fmt::Display for Workload {
 
 /// The guard settings every guarded run uses: the guard's own defaults with
 /// its intervals scaled from minutes to fractions of a second, matched to
-/// the driver's default delays (`SIM_METAL_COMPLETE_LAG_US` = 10 ms, so a
-/// 100 ms cadence interval covers it), and bursts sized for the workloads'
+/// the driver's default delays (`SIM_METAL_COMPLETE_LAG_US` = 100 ms, so a
+/// 300 ms cadence interval covers it), and bursts sized for the workloads'
 /// 4 MiB "weights" instead of real multi-GiB models.
+///
+/// `METALGUARD_BURST_QUIET_MS=15`: shorter than the ~22 ms between two loads
+/// of `load-unload`, longer than the guard's own synchronous breadcrumb
+/// write between two allocations of one load.
 pub const GUARD_TEST_ENV: &[(&str, &str)] = &[
-    ("METALGUARD_CADENCE_INTERVAL_S", "0.1"),
-    ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "0.1"),
+    ("METALGUARD_CADENCE_INTERVAL_S", "0.3"),
+    ("METALGUARD_CADENCE_UNLOAD_INTERVAL_S", "0.3"),
     ("METALGUARD_CADENCE_MAX_STALL_S", "2"),
     ("METALGUARD_BURST_MIN_MB", "2"),
     ("METALGUARD_BURST_WINDOW_MS", "500"),
-    ("METALGUARD_BURST_QUIET_MS", "5"),
+    ("METALGUARD_BURST_QUIET_MS", "15"),
     ("METALGUARD_RESIDENCY_GRACE_MS", "20"),
     ("METALGUARD_EXIT_DRAIN_S", "5"),
 ];
@@ -423,6 +433,8 @@ pub struct WorkloadRun {
     pub home: PathBuf,
     /// Killed after this long.
     pub timeout: Duration,
+    /// A command the workload runs under (e.g. valgrind and its options).
+    pub wrapper: Vec<OsString>,
 }
 
 /// What a run produced.
@@ -499,6 +511,7 @@ impl WorkloadRun {
             panic_dir: scratch.join("panics"),
             home: scratch.join("home"),
             timeout: Duration::from_secs(60),
+            wrapper: Vec::new(),
         }
     }
 
@@ -518,6 +531,18 @@ impl WorkloadRun {
     /// Preloads a library (the guard).
     pub fn preload(mut self, library: impl Into<PathBuf>) -> Self {
         self.preload = Some(library.into());
+        self
+    }
+
+    /// Runs the workload under `program` with `options` (e.g. valgrind).
+    pub fn wrapped<I, S>(mut self, program: impl Into<OsString>, options: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.wrapper = std::iter::once(program.into())
+            .chain(options.into_iter().map(Into::into))
+            .collect();
         self
     }
 
@@ -557,7 +582,14 @@ impl WorkloadRun {
     pub fn run(&self, artifacts: &SimArtifacts) -> io::Result<WorkloadOutcome> {
         fs::create_dir_all(&self.panic_dir)?;
         fs::create_dir_all(&self.home)?;
-        let mut cmd = Command::new(&artifacts.workload);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, options)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(options).arg(&artifacts.workload);
+                cmd
+            }
+            None => Command::new(&artifacts.workload),
+        };
         cmd.arg(self.workload.name()).args(&self.args);
         // The child's configuration comes only from this run.
         for (key, _) in std::env::vars_os() {
