@@ -246,14 +246,24 @@ impl BreadcrumbSink {
     }
 
     fn open(&self) -> std::io::Result<OpenLog> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
             metal_guard::state::atomic_file::ensure_private_dir(dir)?;
         }
+        let existed = self.path.exists();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&self.path)?;
+        if !existed {
+            // A new log (first run, or just rotated): make its directory
+            // entry durable too, or a panic could leave synced lines in a
+            // file that no directory names.
+            if let Some(d) = dir.and_then(|d| File::open(d).ok()) {
+                let _ = d.sync_all();
+            }
+        }
         let size = file.metadata()?.len();
         Ok(OpenLog { file, size })
     }

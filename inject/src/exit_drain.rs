@@ -59,7 +59,7 @@ fn drain() {
                 let left = limit.saturating_sub(start.elapsed());
                 removed = guard
                     .reaper
-                    .run_batch(guard, left.max(Duration::from_millis(1)), false);
+                    .run_batch(guard, left.max(Duration::from_millis(1)), true);
             }
             let remaining = guard.watermark.in_flight();
             if remaining > 0 && guard.acts() {

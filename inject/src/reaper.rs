@@ -18,7 +18,8 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// Longest the reaper holds the commit gate waiting for in-flight work.
+/// Longest the reaper holds the commit gate waiting for in-flight work
+/// (only when removals are overdue, or at exit).
 pub const QUIESCE_LIMIT: Duration = Duration::from_secs(5);
 /// Pause between attempts while work stays in flight.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
@@ -33,6 +34,8 @@ pub struct Removal {
     pub allocation: usize,
     pub remove_imp: usize,
     pub commit_imp: usize,
+    /// When it was deferred (the guard's monotonic clock).
+    pub queued_ns: u64,
 }
 
 type VoidObjMethod = unsafe extern "C-unwind" fn(Id, Sel, Id);
@@ -117,74 +120,91 @@ impl Reaper {
         });
     }
 
-    /// One attempt: if the oldest removal's command buffers have completed,
-    /// close the gate, wait for quiescence (bounded by `limit`) and perform
-    /// every pending removal. Returns how many were performed.
-    pub fn run_batch(&self, guard: &Guard, limit: Duration, require_watermark: bool) -> usize {
-        if self.pending() == 0 {
+    /// The tag and queue time of the oldest pending removal.
+    fn oldest(&self) -> Option<(u64, u64)> {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let tag = pending.front_tag()?;
+        let queued = pending.front().map_or(0, |r| r.queued_ns);
+        Some((tag, queued))
+    }
+
+    /// One attempt at performing the pending removals; returns how many ran.
+    ///
+    /// The watermark must have reached the oldest removal's tag (every
+    /// command buffer committed before it has completed). Then, normally,
+    /// the reaper waits for a moment when nothing is in flight and the grace
+    /// period after the last completion has passed, closes the commit gate
+    /// only to confirm no commit slipped in, and performs the removals: the
+    /// gate is held for the removals alone, so GPU submission never waits on
+    /// a command buffer's run time. When removals have waited longer than
+    /// `METALGUARD_RESIDENCY_MAX_DEFER_MS` under continuous GPU work (or at
+    /// exit, `force`), it closes the gate first and waits for quiescence,
+    /// bounded by `limit`.
+    pub fn run_batch(&self, guard: &Guard, limit: Duration, force: bool) -> usize {
+        let Some((tag, queued_ns)) = self.oldest() else {
+            return 0;
+        };
+        let now = guard.now_ns();
+        let overdue =
+            now.saturating_sub(queued_ns) >= guard.config.residency_max_defer.as_nanos() as u64;
+        let forced = force || overdue;
+        if !forced && guard.watermark.completed_through() < tag {
             return 0;
         }
-        if require_watermark {
-            let through = guard.watermark.completed_through();
-            let ready = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .front_tag()
-                .is_some_and(|tag| tag <= through);
-            if !ready {
-                return 0;
-            }
+        let grace = guard.config.residency_grace.as_nanos() as u64;
+        let quiet = |g: &Guard| {
+            g.watermark.in_flight() == 0
+                && g.now_ns().saturating_sub(g.watermark.last_completion_ns()) >= grace
+        };
+        if !forced && !quiet(guard) {
+            return 0;
         }
-        let deadline = Instant::now() + limit;
-        let n_before = self.pending();
+        let committed = guard.watermark.last_committed();
         guard.sink.write_durable(
             metal_guard::breadcrumbs::TAG_PRE,
             "residency_removal_batch",
             &[
-                ("pending", n_before.to_string()),
+                ("pending", self.pending().to_string()),
                 ("in_flight", guard.watermark.in_flight().to_string()),
+                ("forced", forced.to_string()),
             ],
         );
-        if !guard.commit_gate.close(limit) {
+        let post = |performed: usize, outcome: &str, in_flight: u64| {
             guard.sink.write_durable(
                 metal_guard::breadcrumbs::TAG_POST,
                 "residency_removal_batch",
                 &[
-                    ("performed", "0".into()),
-                    ("outcome", "commit_in_progress".into()),
+                    ("performed", performed.to_string()),
+                    ("outcome", outcome.to_string()),
+                    ("in_flight", in_flight.to_string()),
                 ],
             );
+        };
+        let deadline = Instant::now() + limit;
+        if !guard.commit_gate.close(limit) {
+            post(0, "commit_in_progress", guard.watermark.in_flight());
             return 0;
         }
-        // Gate closed: nothing new can be committed. Wait for what is in flight.
-        while guard.watermark.in_flight() > 0 {
-            if Instant::now() >= deadline {
-                guard.commit_gate.open();
-                guard.sink.write_durable(
-                    metal_guard::breadcrumbs::TAG_POST,
-                    "residency_removal_batch",
-                    &[
-                        ("performed", "0".into()),
-                        ("outcome", "still_in_flight".into()),
-                        ("in_flight", guard.watermark.in_flight().to_string()),
-                    ],
-                );
-                return 0;
+        if forced {
+            // Gate closed: nothing new is committed. Wait for what is in
+            // flight, then the grace period.
+            while !quiet(guard) {
+                if Instant::now() >= deadline {
+                    guard.commit_gate.open();
+                    post(0, "still_in_flight", guard.watermark.in_flight());
+                    return 0;
+                }
+                std::thread::sleep(Duration::from_micros(200));
             }
-            std::thread::sleep(Duration::from_micros(200));
+        } else if guard.watermark.last_committed() != committed || !quiet(guard) {
+            // A commit slipped in between the check and the gate: next time.
+            guard.commit_gate.open();
+            post(0, "new_commit", guard.watermark.in_flight());
+            return 0;
         }
-        // Grace after the last completion, for bookkeeping that arrives late.
-        let grace = guard.config.residency_grace.as_nanos() as u64;
-        loop {
-            let since = guard
-                .now_ns()
-                .saturating_sub(guard.watermark.last_completion_ns());
-            if since >= grace || Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_nanos(grace - since));
-        }
+        // With the gate closed this is exact: what was in flight as the
+        // removals ran (zero).
+        let in_flight_at_removal = guard.watermark.in_flight();
         let batch = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let all = pending.take_all();
@@ -201,14 +221,7 @@ impl Reaper {
         guard.commit_gate.open();
         release_all(&batch);
         guard.stats.removal_batches.fetch_add(1, Relaxed);
-        guard.sink.write_durable(
-            metal_guard::breadcrumbs::TAG_POST,
-            "residency_removal_batch",
-            &[
-                ("performed", batch.len().to_string()),
-                ("outcome", "done".into()),
-            ],
-        );
+        post(batch.len(), "done", in_flight_at_removal);
         batch.len()
     }
 }
@@ -219,7 +232,7 @@ fn reaper_loop(guard: &'static Guard) {
             std::thread::park();
             continue;
         }
-        if guard.reaper.run_batch(guard, QUIESCE_LIMIT, true) == 0 {
+        if guard.reaper.run_batch(guard, QUIESCE_LIMIT, false) == 0 {
             // Not ready yet: completions wake us; the timeout covers a
             // wake-up that raced with the check.
             std::thread::park_timeout(if guard.reaper.pending() > 0 {

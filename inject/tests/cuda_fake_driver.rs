@@ -434,7 +434,7 @@ fn load_unload_cadence_stalls_the_next_load() {
     let r = run(true, &["cycles", "3", "200"], &env);
     assert_eq!(r.values("cycle_done"), ["0", "1", "2"]);
     assert_eq!(r.count("SUBPROC_PRE", "model_load"), 3, "{:#?}", r.crumbs);
-    assert!(r.count("SUBPROC_PRE", "model_unload") >= 1);
+    assert!(r.count("SUBPROC_PRE", "release_burst") >= 1);
     let stall = r.section("GUARD_CADENCE", "too_soon");
     assert_eq!(stall.field("reason"), Some("after_unload"));
     assert_eq!(stall.field("action"), Some("stalled"));

@@ -586,3 +586,32 @@ fn a_cache_trim_and_the_next_prefill_are_not_a_reload() {
         1
     );
 }
+
+#[test]
+fn overdue_removals_run_while_the_gpu_never_idles() {
+    // Each command buffer runs 40 ms and a new one is committed every 10 ms:
+    // there is never a moment with nothing in flight.
+    let env = [
+        ("PROBE_GPU_MS", "40"),
+        ("METALGUARD_RESIDENCY_MAX_DEFER_MS", "200"),
+    ];
+    let r = run("residency_busy", true, &env);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.get("removed_while_busy"), "1");
+    let pre = r.lines("SUBPROC_PRE", "residency_removal_batch");
+    assert!(
+        pre.iter().any(|l| l.field("forced") == Some("true")),
+        "{pre:#?}"
+    );
+    let done: Vec<_> = r
+        .lines("SUBPROC_POST", "residency_removal_batch")
+        .into_iter()
+        .filter(|l| l.field("outcome") == Some("done"))
+        .collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        done[0].field("in_flight"),
+        Some("0"),
+        "performed with nothing in flight"
+    );
+}

@@ -79,6 +79,13 @@ impl DylibExpectations {
     }
 }
 
+/// `PLATFORM_MACOS` in `LC_BUILD_VERSION`.
+pub const PLATFORM_MACOS: u32 = 1;
+/// macOS 11.0, the first release for Apple Silicon (and Rust's default
+/// deployment target for `aarch64-apple-darwin`): every artifact must load
+/// there, so none may declare a newer minimum.
+pub const OLDEST_MACOS: u32 = 0x000b_0000;
+
 /// What a passing file looked like, for the one-line "ok" report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -98,6 +105,7 @@ pub fn check_dylib(data: &[u8], expect: &DylibExpectations) -> Result<Summary, V
             image.file_type
         )));
     }
+    check_platform(&image, &mut problems);
     match &image.install_name {
         Some(name) if *name == expect.install_name => {}
         Some(name) => problems.push(Problem(format!(
@@ -127,7 +135,10 @@ pub fn check_dylib(data: &[u8], expect: &DylibExpectations) -> Result<Summary, V
     if problems.is_empty() {
         Ok(Summary {
             description: format!(
-                "arm64 dylib, install name {}, {} interposed ({}), {}",
+                "arm64 dylib for macOS {}+, install name {}, {} interposed ({}), {}",
+                image
+                    .build_version
+                    .map_or_else(String::new, |v| macho::format_version(v.minos)),
                 expect.install_name,
                 expect.interposed.len(),
                 expect
@@ -157,6 +168,7 @@ pub fn check_executable(data: &[u8]) -> Result<Summary, Vec<Problem>> {
             image.file_type
         )));
     }
+    check_platform(&image, &mut problems);
     if image.entry_offset.is_none() {
         problems.push(Problem("no LC_MAIN entry point".to_string()));
     }
@@ -180,7 +192,10 @@ pub fn check_executable(data: &[u8]) -> Result<Summary, Vec<Problem>> {
     if problems.is_empty() {
         Ok(Summary {
             description: format!(
-                "arm64 executable, links {} system dylib(s), {}",
+                "arm64 executable for macOS {}+, links {} system dylib(s), {}",
+                image
+                    .build_version
+                    .map_or_else(String::new, |v| macho::format_version(v.minos)),
                 image.dylibs.len(),
                 signature
             ),
@@ -207,6 +222,25 @@ fn open_arm64(data: &[u8]) -> Result<MachO<'_>, Problem> {
         )));
     }
     Ok(image)
+}
+
+fn check_platform(image: &MachO<'_>, problems: &mut Vec<Problem>) {
+    match image.build_version {
+        None => problems.push(Problem(
+            "no LC_BUILD_VERSION: dyld refuses arm64 images that do not name their platform"
+                .to_string(),
+        )),
+        Some(v) if v.platform != PLATFORM_MACOS => problems.push(Problem(format!(
+            "built for platform {} instead of macOS (1)",
+            v.platform
+        ))),
+        Some(v) if v.minos > OLDEST_MACOS => problems.push(Problem(format!(
+            "requires macOS {} or newer, but must run on every Apple Silicon Mac (macOS {}): build with MACOSX_DEPLOYMENT_TARGET=11.0",
+            macho::format_version(v.minos),
+            macho::format_version(OLDEST_MACOS)
+        ))),
+        Some(_) => {}
+    }
 }
 
 fn is_system_path(path: &str) -> bool {

@@ -309,3 +309,25 @@ fn a_flat_namespace_bind_in_chained_fixups_is_reported() {
     spec.binds[2].ordinal = -2;
     assert_reported(&spec.build(), "bound through the flat namespace");
 }
+
+#[test]
+fn a_too_new_minimum_macos_is_reported() {
+    let mut spec = ImageSpec::good_dylib();
+    spec.min_macos = Some(0x000f_0000);
+    assert_reported(&spec.build(), "requires macOS 15.0.0 or newer");
+    let mut exe = ImageSpec::good_executable();
+    exe.min_macos = Some(0x000f_0000);
+    let err = check_executable(&exe.build()).unwrap_err();
+    assert!(
+        err.iter()
+            .any(|p| p.0.contains("MACOSX_DEPLOYMENT_TARGET=11.0")),
+        "{err:#?}"
+    );
+}
+
+#[test]
+fn a_missing_platform_is_reported() {
+    let mut spec = ImageSpec::good_dylib();
+    spec.min_macos = None;
+    assert_reported(&spec.build(), "no LC_BUILD_VERSION");
+}

@@ -55,6 +55,9 @@ pub struct GuardConfig {
     /// Extra wait after the last completion before a deferred removal runs,
     /// for completion bookkeeping that arrives late.
     pub residency_grace: Duration,
+    /// How long removals may wait for a moment with nothing in flight before
+    /// the reaper stops new commits to make one (continuous GPU work).
+    pub residency_max_defer: Duration,
     /// Lever (c): bounded wait for in-flight work at exit; `None` = off.
     pub exit_drain: Option<Duration>,
     /// Lever (e): `METALGUARD_GATE=off` skips the cooldown check at first device.
@@ -89,6 +92,7 @@ pub mod defaults {
     pub const BURST_QUIET_MS: f64 = 2000.0;
     pub const UNLOAD_MIN_PCT: f64 = 50.0;
     pub const RESIDENCY_GRACE_MS: f64 = 50.0;
+    pub const RESIDENCY_MAX_DEFER_MS: f64 = 500.0;
     pub const EXIT_DRAIN_S: f64 = 10.0;
     pub const BREADCRUMB_MAX_KB: f64 = 4096.0;
 }
@@ -211,6 +215,12 @@ impl GuardConfig {
                 defaults::RESIDENCY_GRACE_MS,
             ) / 1000.0,
         );
+        let residency_max_defer = Duration::from_secs_f64(
+            r.number_or(
+                "METALGUARD_RESIDENCY_MAX_DEFER_MS",
+                defaults::RESIDENCY_MAX_DEFER_MS,
+            ) / 1000.0,
+        );
         let drain_s = r.number_or("METALGUARD_EXIT_DRAIN_S", defaults::EXIT_DRAIN_S);
         let exit_drain = (drain_s > 0.0).then(|| Duration::from_secs_f64(drain_s));
         let gate_enabled = r.switch("METALGUARD_GATE", true);
@@ -283,6 +293,7 @@ impl GuardConfig {
             retain_references,
             residency,
             residency_grace,
+            residency_max_defer,
             exit_drain,
             gate_enabled,
             cadence,

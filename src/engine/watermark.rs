@@ -162,6 +162,11 @@ impl<T> PendingRemovals<T> {
         self.entries.front().map(|(tag, _)| *tag)
     }
 
+    /// The oldest removal, if any.
+    pub fn front(&self) -> Option<&T> {
+        self.entries.front().map(|(_, t)| t)
+    }
+
     /// Removes and returns the first entry matching `pred` (a removal the
     /// application cancelled by adding the allocation back).
     pub fn remove_first(&mut self, pred: impl Fn(&T) -> bool) -> Option<T> {

@@ -174,6 +174,7 @@ unsafe extern "C-unwind" fn remove_allocation(this: Id, cmd: Sel, allocation: Id
                                 allocation: allocation as usize,
                                 remove_imp: imp as usize,
                                 commit_imp: commit_imp as usize,
+                                queued_ns: guard.now_ns(),
                             },
                         );
                         Action::Skip

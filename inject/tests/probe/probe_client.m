@@ -77,6 +77,32 @@ static void residency(void) {
   [buf release];
 }
 
+/* A removal while the GPU never goes idle: overlapping command buffers. */
+static void residency_busy(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id<ProbeMethods> queue = [dev newCommandQueue];
+  id<ProbeMethods> set = [dev newResidencySetWithDescriptor:nil error:NULL];
+  id buf = [dev newBufferWithLength:4096 options:0];
+  [set addAllocation:buf];
+  [set commit];
+  id<ProbeMethods> first = [queue commandBuffer];
+  [first commit];
+  [set removeAllocation:buf];
+  [set commit];
+  int removed_at = -1;
+  for (int i = 0; i < 150 && removed_at < 0; i++) {
+    id<ProbeMethods> cb = [queue commandBuffer];
+    [cb commit];
+    usleep(10 * 1000);
+    if ([set allocationCount] == 0) removed_at = i;
+    [cb release];
+  }
+  printf("removed_while_busy=%d\n", removed_at >= 0);
+  printf("in_flight_then=%ld\n", probe_in_flight());
+  [first release];
+  [buf release];
+}
+
 /* A model load (a burst of large buffers), its unload, and a reload. */
 static void load(id<ProbeMethods> dev, id *bufs, int n) {
   for (int i = 0; i < n; i++) bufs[i] = [dev newBufferWithLength:(32UL << 20) options:0];
@@ -133,8 +159,9 @@ int main(int argc, char **argv) {
   else if (!strcmp(s, "exit_in_flight")) exit_in_flight();
   else if (!strcmp(s, "reload")) reload();
   else if (!strcmp(s, "trim")) trim();
+  else if (!strcmp(s, "residency_busy")) residency_busy();
   else {
-    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload|trim\n");
+    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload|trim|residency_busy\n");
     return 64;
   }
   printf("done=1\n");

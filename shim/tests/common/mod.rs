@@ -52,6 +52,8 @@ pub struct ImageSpec {
     pub fixups: FixupStyle,
     /// Exported `(name, offset)` pairs, written as an export trie.
     pub exports: Vec<(String, u64)>,
+    /// `LC_BUILD_VERSION` minimum macOS (packed `xxxx.yy.zz`); `None` omits the command.
+    pub min_macos: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +102,7 @@ impl ImageSpec {
             signature_flags: 0x0002_0002,
             fixups: FixupStyle::Opcodes,
             exports: vec![("_metal_guard_inject_version".to_string(), TEXT_CODE_AT)],
+            min_macos: Some(0x000b_0000),
         }
     }
 
@@ -125,6 +128,7 @@ impl ImageSpec {
             signature_flags: 0x0002_0002,
             fixups: FixupStyle::Opcodes,
             exports: Vec::new(),
+            min_macos: Some(0x000b_0000),
         }
     }
 
@@ -347,6 +351,14 @@ impl ImageSpec {
                 c.raw(0x8000_0034, &linkedit(layout.fixups_at, layout.fixups_len));
                 c.raw(0x8000_0033, &linkedit(layout.trie_at, layout.trie_len));
             }
+        }
+        if let Some(minos) = self.min_macos {
+            // platform macOS, minos, sdk 14.0, no tools
+            let mut body = Vec::new();
+            for v in [1u32, minos, 0x000e_0000, 0] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            c.raw(0x32, &body);
         }
         if self.entry_point {
             let mut main = TEXT_CODE_AT.to_le_bytes().to_vec();
