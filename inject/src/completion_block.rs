@@ -50,8 +50,8 @@ static DESCRIPTOR: BlockDescriptor = BlockDescriptor {
 static HEAP_BLOCK: OnceLock<Option<usize>> = OnceLock::new();
 
 fn blocks_symbol(name: &CStr) -> *mut c_void {
-    // SAFETY: dlsym with a NUL-terminated name; null means "not loaded".
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    // Global scope first, then a runtime loaded in a local scope (ctypes).
+    let p = crate::symbol_lookup::any_loaded_symbol(name, std::ptr::null());
     if !p.is_null() {
         return p;
     }

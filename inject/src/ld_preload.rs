@@ -1,7 +1,12 @@
 //! Linux: Metal's two C entry points, interposed by symbol (`LD_PRELOAD`).
 //! The dynamic linker binds the application's (and the driver's own)
 //! references to these definitions; the real ones are found with
-//! `dlsym(RTLD_NEXT, ...)`, the next definition after this library.
+//! `dlsym(RTLD_NEXT, ...)`, the next definition after this library in the
+//! global scope. A driver loaded into a *local* scope (a library opened with
+//! `RTLD_LOCAL`, which is how Python's `ctypes.CDLL` and extension-module
+//! imports open libraries, together with its dependencies) is not in that
+//! scope, so each loaded object is then asked in turn. A miss is not cached:
+//! the driver may be loaded later.
 
 use crate::device_entry;
 use crate::objc_runtime::Id;
@@ -10,18 +15,31 @@ use std::sync::OnceLock;
 
 type DeviceEntry = unsafe extern "C-unwind" fn() -> Id;
 
-fn next_definition(cache: &OnceLock<usize>, name: &CStr) -> Option<DeviceEntry> {
-    let p = *cache.get_or_init(|| {
-        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name; null when
-        // no later object defines it (no Metal driver loaded).
-        unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
-    });
-    if p == 0 {
-        return None;
-    }
+fn next_definition(cache: &OnceLock<usize>, name: &CStr, ours: usize) -> Option<DeviceEntry> {
+    let p = match cache.get() {
+        Some(p) => *p,
+        None => {
+            let found = find_definition(name, ours);
+            if found == 0 {
+                return None;
+            }
+            *cache.get_or_init(|| found)
+        }
+    };
     // SAFETY: the symbol is the driver's definition of the same entry point,
     // `id (void)` in C.
     Some(unsafe { std::mem::transmute::<*mut c_void, DeviceEntry>(p as *mut c_void) })
+}
+
+/// The driver's definition of `name` (never `ours`), or 0.
+fn find_definition(name: &CStr, ours: usize) -> usize {
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name; null when no
+    // later object in the global scope defines it.
+    let next = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize };
+    if next != 0 && next != ours {
+        return next;
+    }
+    crate::symbol_lookup::in_loaded_objects(name, ours as *const c_void) as usize
 }
 
 static REAL_CREATE: OnceLock<usize> = OnceLock::new();
@@ -33,7 +51,8 @@ static REAL_COPY_ALL: OnceLock<usize> = OnceLock::new();
 /// Called by C code exactly like Metal's function of the same name.
 #[no_mangle]
 pub unsafe extern "C-unwind" fn MTLCreateSystemDefaultDevice() -> Id {
-    let Some(real) = next_definition(&REAL_CREATE, c"MTLCreateSystemDefaultDevice") else {
+    let ours = MTLCreateSystemDefaultDevice as *const () as usize;
+    let Some(real) = next_definition(&REAL_CREATE, c"MTLCreateSystemDefaultDevice", ours) else {
         return std::ptr::null_mut();
     };
     // SAFETY: the driver's own entry point (see `next_definition`).
@@ -48,7 +67,8 @@ pub unsafe extern "C-unwind" fn MTLCreateSystemDefaultDevice() -> Id {
 /// Called by C code exactly like Metal's function of the same name.
 #[no_mangle]
 pub unsafe extern "C-unwind" fn MTLCopyAllDevices() -> Id {
-    let Some(real) = next_definition(&REAL_COPY_ALL, c"MTLCopyAllDevices") else {
+    let ours = MTLCopyAllDevices as *const () as usize;
+    let Some(real) = next_definition(&REAL_COPY_ALL, c"MTLCopyAllDevices", ours) else {
         return std::ptr::null_mut();
     };
     // SAFETY: the driver's own entry point (see `next_definition`).

@@ -27,6 +27,7 @@ mod hot_path_allocations;
 mod ld_preload;
 mod objc_runtime;
 mod reaper;
+mod symbol_lookup;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod cuda;

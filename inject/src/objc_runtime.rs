@@ -52,9 +52,8 @@ pub struct ObjcRuntime {
 static RUNTIME: OnceLock<Option<ObjcRuntime>> = OnceLock::new();
 
 fn lookup(name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no
-    // preconditions; a null result means "not loaded".
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    // Global scope first, then runtimes loaded in a local scope (ctypes).
+    let p = crate::symbol_lookup::any_loaded_symbol(name, std::ptr::null());
     (!p.is_null()).then_some(p)
 }
 

@@ -252,7 +252,6 @@ fn watch(dir: &HandshakeDir, pid: u32, not_loaded: &str, advice: &str) -> ! {
     let started = Instant::now();
     let mut confirmed = false;
     let mut warned = false;
-    let mut released_stderr = false;
     loop {
         let failed_launch = dir.dir.join("launch-failed").exists();
         if !confirmed && !failed_launch && dir.record_for(pid).is_some() {
@@ -271,16 +270,13 @@ fn watch(dir: &HandshakeDir, pid: u32, not_loaded: &str, advice: &str) -> ! {
                 warned = true;
             }
         }
+        if confirmed || warned {
+            // Nothing more to say: let go of stderr, so a parent reading the
+            // program's stderr to its end is not kept waiting by us.
+            release_stderr();
+        }
         if !alive {
             break;
-        }
-        if (confirmed || warned) && !released_stderr {
-            // Nothing more to say: let go of the caller's stderr now. A caller
-            // that reads the program's stderr to EOF before reaping it (Python's
-            // `subprocess.run(..., capture_output=True)`) would otherwise wait for
-            // this watcher, which waits for the unreaped (zombie) program.
-            release_stderr();
-            released_stderr = true;
         }
         // Fast while the handshake is due, then slow: the folder stays until
         // the program exits, because its children (multiprocessing, re-execs)
@@ -320,10 +316,9 @@ fn detach_from_terminal_io() {
 }
 
 fn release_stderr() {
-    // SAFETY: plain syscalls on this process's own descriptor 2; the path is
-    // NUL-terminated.
+    // SAFETY: plain syscalls on this process's own descriptor 2; the path is NUL-terminated.
     unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
         if null >= 0 {
             libc::dup2(null, 2);
             if null > 2 {
@@ -333,18 +328,85 @@ fn release_stderr() {
     }
 }
 
+/// The process exists and has not exited. An exited process whose parent has
+/// not collected it yet (a zombie) counts as gone: its parent may be blocked
+/// reading the pipes we would otherwise keep open.
 fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
         return false;
     };
     // SAFETY: signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let rc = unsafe { libc::kill(raw, 0) };
+    if !(rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)) {
+        return false;
+    }
+    !is_zombie(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn is_zombie(pid: u32) -> bool {
+    // `/proc/PID/stat`: "pid (comm) S ..."; comm may contain spaces and parentheses.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = &stat[stat.rfind(')')? + 1..];
+            after.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(target_os = "macos")]
+fn is_zombie(pid: u32) -> bool {
+    const SZOMB: u32 = 5;
+    let Ok(raw) = libc::c_int::try_from(pid) else {
+        return false;
+    };
+    let mut info = std::mem::MaybeUninit::<libc::proc_bsdinfo>::zeroed();
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: `info` is a writable buffer of exactly `size` bytes for the
+    // PROC_PIDTBSDINFO flavour; the call writes at most that many.
+    let got = unsafe {
+        libc::proc_pidinfo(
+            raw,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            info.as_mut_ptr().cast(),
+            size,
+        )
+    };
+    if got != size {
+        return false;
+    }
+    // SAFETY: proc_pidinfo filled the whole structure (checked above).
+    let info = unsafe { info.assume_init() };
+    info.pbi_status == SZOMB
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn is_zombie(_pid: u32) -> bool {
+    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zombies_count_as_exited() {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "exit 0"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Not yet collected: a zombie once it has exited.
+        let started = Instant::now();
+        while process_alive(pid) {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert!(process_alive(std::process::id()));
+    }
 
     #[test]
     fn all_line_forms_are_read_and_garbage_is_skipped() {

@@ -24,7 +24,7 @@ pub const EXIT_LAUNCHER_FAILED: u8 = 125;
 pub const EXIT_CANNOT_RUN: u8 = 126;
 /// Nothing to run was found.
 pub const EXIT_NOT_FOUND: u8 = 127;
-/// `--check` found a problem.
+/// `--check` found that the guard would not be there.
 pub const EXIT_CHECK_FAILED: u8 = 1;
 
 const PYTHON_REFUSAL_HINT: &str = "install Python with uv (`uv python install`), Homebrew or pyenv and run that, or set MLX_SAFE_PYTHON_BIN to it; `--no-inject` runs with the cooldown gate only";
@@ -252,6 +252,7 @@ fn blockers_for(env: &LaunchEnv, plan: &ExecPlan, binary: &Path) -> Result<Vec<S
 fn check(target: &Target, options: &LaunchOptions, gate: &dyn LaunchGate, env: &LaunchEnv) -> u8 {
     let tool = options.tool.as_str();
     let mut problems: Vec<String> = Vec::new();
+    let mut blocked_now = false;
     println!("{tool} --check");
     let plan = match make_plan(target, env) {
         Ok(plan) => plan,
@@ -288,7 +289,7 @@ fn check(target: &Target, options: &LaunchOptions, gate: &dyn LaunchGate, env: &
                 if force {
                     format!("BLOCKED, overridden by {FORCE_VAR}=1: {reason}{clear}")
                 } else {
-                    problems.push("the cooldown gate blocks a run now".to_owned());
+                    blocked_now = true;
                     format!("BLOCKED (a run would exit {EXIT_BLOCKED}): {reason}{clear}")
                 }
             }
@@ -301,19 +302,11 @@ fn check(target: &Target, options: &LaunchOptions, gate: &dyn LaunchGate, env: &
 
     if !options.inject {
         println!("  guard:     not injected (--no-inject)");
-        println!(
-            "result: {}",
-            if problems.is_empty() {
-                "runs with the cooldown gate only".to_owned()
-            } else {
-                problems.join("; ")
-            }
+        return check_result(
+            &problems,
+            blocked_now,
+            "runs with the cooldown gate only, without the guard",
         );
-        return if problems.is_empty() {
-            0
-        } else {
-            EXIT_CHECK_FAILED
-        };
     }
 
     let var = preload_variable(env.platform);
@@ -380,15 +373,27 @@ fn check(target: &Target, options: &LaunchOptions, gate: &dyn LaunchGate, env: &
         _ => println!("  probe:     skipped (see above)"),
     }
 
-    if problems.is_empty() {
-        println!(
-            "result: protected: the guard loads into {}",
-            plan.program.display()
-        );
-        0
-    } else {
+    check_result(
+        &problems,
+        blocked_now,
+        &format!("protected: the guard loads into {}", plan.program.display()),
+    )
+}
+
+/// The last line of `--check` and its exit status: 1 when the guard would not
+/// be there, else 10 when the gate blocks a run right now, else 0.
+fn check_result(problems: &[String], blocked_now: bool, good: &str) -> u8 {
+    if !problems.is_empty() {
         println!("result: NOT protected: {}", problems.join("; "));
         EXIT_CHECK_FAILED
+    } else if blocked_now {
+        println!(
+            "result: {good}; but a run now would be blocked by the cooldown (exit {EXIT_BLOCKED})"
+        );
+        EXIT_BLOCKED
+    } else {
+        println!("result: {good}");
+        0
     }
 }
 

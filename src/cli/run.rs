@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Exit codes: the command's own, or 10 blocked by a cooldown, 125 the guard library is missing, 126 the program would drop the guard (or cannot run), 127 not found. With --check: 0 protected, 1 not."
+    after_help = "Exit codes: the command's own, or 10 blocked by a cooldown, 125 the guard library is missing, 126 the program would drop the guard (or cannot run), 127 not found. With --check: 0 protected, 1 not, 10 protected but blocked now."
 )]
 pub struct Args {
     /// Show how the command would be run and probe that the guard reaches it; run nothing.
