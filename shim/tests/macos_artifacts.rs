@@ -233,3 +233,57 @@ fn exports_agree_with_llvm_objdump() {
     assert!(ours.iter().any(|(_, n)| n == "_metal_guard_inject_version"));
     assert_eq!(ours, theirs);
 }
+
+/// MLX's own `libmlx.dylib` (from the `mlx-metal` wheel; `.ci/run` downloads a
+/// pinned version once per machine and sets `METALGUARD_MLX_DYLIB`): a file
+/// made by Apple's linker, with chained fixups. It must still import both
+/// functions we interpose from Metal through the two-level namespace, or
+/// `__interpose` would no longer see MLX's device creation.
+#[test]
+fn mlx_binds_the_functions_we_interpose() {
+    let Some(path) = std::env::var_os("METALGUARD_MLX_DYLIB") else {
+        println!(
+            "SKIP libmlx.dylib checks: METALGUARD_MLX_DYLIB is not set; to run them: python3 -m pip download --no-deps --only-binary=:all: --platform macosx_14_0_arm64 --python-version 3.12 mlx-metal==0.32.4, unzip mlx/lib/libmlx.dylib and point the variable at it"
+        );
+        return;
+    };
+    let data = std::fs::read(&path).unwrap();
+    let image = MachO::parse(macho::arm64_image(&data).unwrap()).unwrap();
+    assert!(
+        image.chained_fixups.is_some(),
+        "expected an Apple-linked file with chained fixups"
+    );
+    assert!(image.is_two_level());
+    let binds = image.binds().unwrap();
+    assert!(binds.len() > 1000, "only {} binds read", binds.len());
+    assert!(binds
+        .iter()
+        .all(|b| b.library != LibraryOrdinal::FlatLookup));
+    for symbol in ["_MTLCreateSystemDefaultDevice", "_MTLCopyAllDevices"] {
+        let b = binds
+            .iter()
+            .find(|b| b.symbol == symbol)
+            .unwrap_or_else(|| panic!("libmlx.dylib no longer imports {symbol}"));
+        let lib = image
+            .dylib_for_ordinal(b.library)
+            .map(|d| d.install_name.as_str());
+        assert_eq!(
+            lib,
+            Some("/System/Library/Frameworks/Metal.framework/Versions/A/Metal"),
+            "{symbol}"
+        );
+    }
+    // The signature the reference notes describe: ad hoc, linker-signed, no team.
+    let sig = image.code_signature().unwrap().unwrap();
+    let cd = sig.primary().unwrap();
+    assert!(
+        cd.is_adhoc() && cd.is_linker_signed() && cd.team_id.is_none(),
+        "{}",
+        cd.describe_flags()
+    );
+    assert!(
+        matches!(cd.hashes, macho::HashCheck::Match { .. }),
+        "{:?}",
+        cd.hashes
+    );
+}
