@@ -37,7 +37,7 @@ for f in "${scripts[@]}" "$dylib" "$scratch/metal_guard/__init__.py"; do
   [ -f "$f" ] || fail "the wheel lacks ${f#"$scratch"/}"
 done
 extra="$(cd "$scratch" && find . -type f \
-  ! -path "./metal_guard/*.py" ! -path "./metal_guard-$version.dist-info/*" \
+  ! -path "./metal_guard/*.py" ! -path "./metal_guard_cli/*.py" ! -path "./metal_guard-$version.dist-info/*" \
   ! -path "./metal_guard-$version.data/scripts/metal-guard" \
   ! -path "./metal_guard-$version.data/scripts/mlx-safe-python" \
   ! -path "./metal_guard-$version.data/data/lib/metal_guard/libmetal_guard_inject.dylib")"

@@ -42,10 +42,26 @@ for member in \
   "metal_guard-$version.data/scripts/mlx-safe-python" \
   "metal_guard-$version.data/data/lib/metal_guard/libmetal_guard_inject.so" \
   "metal_guard/__init__.py" \
-  "metal_guard/_cli.py"; do
+  "metal_guard/_cli.py" \
+  "metal_guard_cli/__main__.py"; do
   grep -qF "$member" <<<"$contents" || fail "the wheel lacks $member"
 done
-if grep -q "tests/" <<<"$contents"; then fail "the wheel carries test files"; fi
+unexpected="$("$python" - "$wheel" "$version" <<'PY'
+import re, sys, zipfile
+wheel, version = sys.argv[1], re.escape(sys.argv[2])
+allowed = [
+    r"metal_guard/[a-z_]+\.py",
+    r"metal_guard_cli/[a-z_]+\.py",
+    r"metal_guard-%s\.dist-info/.+" % version,
+    r"metal_guard-%s\.data/scripts/(metal-guard|mlx-safe-python)" % version,
+    r"metal_guard-%s\.data/data/lib/metal_guard/libmetal_guard_inject\.so" % version,
+]
+for name in zipfile.ZipFile(wheel).namelist():
+    if not any(re.fullmatch(p, name) for p in allowed):
+        print(name)
+PY
+)"
+[ -z "$unexpected" ] || fail "the wheel carries unexpected files: $unexpected"
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
@@ -85,6 +101,11 @@ got="$(cd "$scratch" && "${run_env[@]}" "$venv/bin/python" -c \
   "import metal_guard; print(metal_guard.evaluate_panic_cooldown().exit_code)")" \
   || fail "python -c 'import metal_guard ...' exited non-zero"
 [ "$got" = "0" ] || fail "evaluate_panic_cooldown().exit_code printed '$got' with no panic reports, expected 0"
+
+step "python -m metal_guard_cli --version (the Python tool's fallback name)"
+got="$(cd "$scratch" && "${run_env[@]}" "$venv/bin/python" -m metal_guard_cli --version)" \
+  || fail "python -m metal_guard_cli --version exited non-zero"
+[ "$got" = "metal-guard $version" ] || fail "python -m metal_guard_cli --version printed '$got'"
 
 step "python tests against the installed package"
 (cd "$scratch" && "${run_env[@]}" METALGUARD_TEST_FIXTURES="$repo/../shared/fixtures" \

@@ -103,10 +103,23 @@ class ExecutableSearchTest(IsolatedStateTest):
 
 class MainModuleTest(IsolatedStateTest):
     def test_python_dash_m_runs_the_cli(self):
-        proc = python_subprocess("import runpy, sys; sys.argv = ['x', '--version']; "
-                                 "runpy.run_module('metal_guard', run_name='__main__')")
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        self.assertTrue(proc.stdout.decode().startswith("metal-guard "))
+        # metal_guard_cli is the Python tool's documented fallback name.
+        for module in ("metal_guard", "metal_guard_cli"):
+            proc = python_subprocess(
+                "import runpy, sys; sys.argv = ['x', '--version']; "
+                "runpy.run_module(%r, run_name='__main__', alter_sys=True)" % module
+            )
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertTrue(proc.stdout.decode().startswith("metal-guard "), module)
+
+    def test_missing_executable_is_exit_127_with_a_message(self):
+        env = dict(os.environ)
+        env["METALGUARD_BIN"] = os.path.join(self.tmp, "missing", "metal-guard")
+        proc = python_subprocess(
+            "import runpy; runpy.run_module('metal_guard', run_name='__main__')", env
+        )
+        self.assertEqual(proc.returncode, 127)
+        self.assertIn("METALGUARD_BIN", proc.stderr.decode())
 
 
 class TimestampTest(unittest.TestCase):
