@@ -11,8 +11,9 @@
 # maturin builds only the root package's [[bin]]s; the injected library is a
 # separate crate (inject/), so this script builds it first with the same cargo
 # profile and target, then stages it where pyproject.toml's `data` points.
-# Both builds reuse target/, so after `cargo build --release --workspace` the
-# Linux wheel costs no compilation.
+# The Linux wheel reuses target/release (after `cargo build --release
+# --workspace` it costs no compilation); the macOS wheel's executables are
+# built in target/maturin-zig (see below), the library in target/ as ring 3 does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,10 @@ case "$target" in
     export MACOSX_DEPLOYMENT_TARGET="${MACOSX_DEPLOYMENT_TARGET:-11.0}"
     cargo zigbuild --release --target "$target" -p metal-guard-inject
     lib="target/$target/release/libmetal_guard_inject.dylib"
-    maturin_args=(--zig --target "$target")
+    # maturin's zig linker set-up and cargo-zigbuild's fingerprint the same
+    # dependency files differently: sharing target/ makes each rebuild all of
+    # them after the other. Its own folder builds once per machine, then reuses.
+    maturin_args=(--zig --target "$target" --target-dir target/maturin-zig)
     ;;
   *)
     echo "error: unsupported target '$target' (supported: this Linux host, aarch64-apple-darwin)" >&2
