@@ -5,9 +5,9 @@
 //! `cargo run --release -p metal-guard-bench --bin python_import [-- --runs N]`
 //!
 //! Both run in fresh virtual environments made from the same interpreter (so
-//! neither pays for the base interpreter's site-packages): ours imports the
-//! repository's `python/` folder (the files the wheel carries), the Python tool
-//! is pip-installed. `MG_BENCH_PYTHON` picks the interpreter (default `python3`,
+//! neither pays for the base interpreter's site-packages), installed as pip
+//! would, byte-compiled: ours is the repository's `python/metal_guard/` (the
+//! files the wheel carries), the Python tool comes from PyPI. `MG_BENCH_PYTHON` picks the interpreter (default `python3`,
 //! resolved to the real binary so a version manager's shim is not timed);
 //! `MG_BENCH_SKIP_PYPI=1` skips the Python tool (no network).
 //! Target (issue 7): ours adds at most 10 ms to bare Python.
@@ -123,6 +123,42 @@ fn make_venv(python: &Path, venv: &Path, with_pip: bool) -> Result<PathBuf, Stri
     Ok(venv.join("bin").join("python"))
 }
 
+/// Installs our package into `venv_python`'s site-packages the way pip does:
+/// the files, then byte-compiled (pip compiles at install time, and an
+/// environment with PYTHONDONTWRITEBYTECODE would otherwise recompile on every
+/// import).
+fn install_ours(venv_python: &Path, package: &Path) -> Result<(), String> {
+    let output = Command::new(venv_python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ])
+        .output()
+        .map_err(|err| format!("asking the venv for site-packages: {err}"))?;
+    let purelib = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let target = purelib.join("metal_guard");
+    std::fs::create_dir_all(&target)
+        .map_err(|err| format!("creating {}: {err}", target.display()))?;
+    let entries = std::fs::read_dir(package)
+        .map_err(|err| format!("reading {}: {err}", package.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "py") {
+            std::fs::copy(&path, target.join(entry.file_name()))
+                .map_err(|err| format!("copying {}: {err}", path.display()))?;
+        }
+    }
+    let status = Command::new(venv_python)
+        .args(["-m", "compileall", "-q"])
+        .arg(&target)
+        .status()
+        .map_err(|err| format!("compileall: {err}"))?;
+    if !status.success() {
+        return Err(format!("python -m compileall {} failed", target.display()));
+    }
+    Ok(())
+}
+
 /// Installs the Python tool into a new venv and returns that environment's python.
 fn install_python_tool(python: &Path, venv: &Path) -> Result<PathBuf, String> {
     let venv_python = make_venv(python, venv, true)?;
@@ -227,14 +263,9 @@ fn main() {
 
     let ours_python =
         make_venv(&python, &scratch.path().join("ours"), false).unwrap_or_else(|e| exit_with(e));
-    let mut contenders = vec![Contender::new(
-        "ours".into(),
-        ours_python,
-        vec![(
-            "PYTHONPATH".to_string(),
-            repo.join("python").display().to_string(),
-        )],
-    )];
+    install_ours(&ours_python, &repo.join("python").join("metal_guard"))
+        .unwrap_or_else(|e| exit_with(e));
+    let mut contenders = vec![Contender::new("ours".into(), ours_python, Vec::new())];
     let mut python_tool_note = None;
     if std::env::var_os("MG_BENCH_SKIP_PYPI").is_some() {
         python_tool_note = Some("skipped (MG_BENCH_SKIP_PYPI is set)".to_string());
