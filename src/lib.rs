@@ -18,6 +18,7 @@ pub mod paths;
 pub mod postmortem;
 pub mod process_footprint;
 pub mod registry;
+pub mod selftest;
 pub mod state;
 pub mod status;
 #[cfg(target_os = "macos")]

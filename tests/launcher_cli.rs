@@ -1,7 +1,7 @@
 //! End-to-end tests of `mlx-safe-python` and `metal-guard run`: the real
 //! binaries, the machine's `python3`, fake interpreters and scripts in
 //! temporary folders, and a stand-in guard library (a few lines of C built
-//! here with `cc`) whose constructor writes the handshake the way the real
+//! here with clang or `cc`) whose constructor writes the handshake the way the real
 //! library does. A temporary HOME keeps the user's state out of it.
 
 use std::io::Write;
@@ -19,7 +19,9 @@ const METAL_GUARD: &str = env!("CARGO_BIN_EXE_metal-guard");
 fn handshake_library() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("mg-launcher-test-lib-{}", std::process::id()));
+        // Cargo's scratch folder for integration tests (kept out of /tmp).
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("launcher-stand-in-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("announce.c");
         std::fs::write(
@@ -39,13 +41,22 @@ __attribute__((constructor)) static void announce(void) {
         )
         .unwrap();
         let lib = dir.join("libannounce.so");
-        let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .status()
-            .expect("a C compiler (`cc`) is needed to build the stand-in guard library");
-        assert!(status.success(), "cc failed to build the stand-in library");
+        // clang is what .ci/run installs; a plain `cc` does as well.
+        let status = ["clang", "cc"]
+            .iter()
+            .find_map(|compiler| {
+                Command::new(compiler)
+                    .args(["-shared", "-fPIC", "-o"])
+                    .arg(&lib)
+                    .arg(&src)
+                    .status()
+                    .ok()
+            })
+            .expect("a C compiler (clang or cc) is needed to build the stand-in guard library");
+        assert!(
+            status.success(),
+            "the C compiler failed to build the stand-in library"
+        );
         lib
     })
 }
@@ -185,6 +196,27 @@ fn launcher_flags_are_only_read_before_python_arguments() {
         "--no-inject injects nothing: {stdout}"
     );
     assert!(text(&out.stderr).contains("--no-inject: running with the cooldown gate only"));
+    assert!(stdout.contains("handshake[]"), "{stdout}");
+
+    // A guarded parent passed the library down: --no-inject takes it out, keeps the rest.
+    let out = run(w
+        .cmd(MLX_SAFE_PYTHON)
+        .env("MLX_SAFE_PYTHON_BIN", &fake)
+        .env(
+            "LD_PRELOAD",
+            format!(
+                "/opt/mg/lib/libmetal_guard_inject.so:{}",
+                libm_path().display()
+            ),
+        )
+        .env("METALGUARD_HANDSHAKE_PATH", "/tmp/parent/handshake")
+        .args(["--no-inject", "x"]));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("preload[{}]", libm_path().display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("handshake[]"), "{stdout}");
 }
 
 #[test]
@@ -486,6 +518,38 @@ fn a_run_warns_when_the_guard_does_not_load_and_is_silent_when_it_does() {
         stderr.contains("did not load") && stderr.contains("NOT protected"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_failed_exec_is_reported_once_without_a_watcher_warning() {
+    let w = World::new();
+    // Executable, but neither a script nor a binary the kernel can run.
+    let garbage = w.write_exec("bad/python3", "");
+    std::fs::write(&garbage, b"\x00\x01not a program").unwrap();
+    let log = w.path("stderr.log");
+    let status = w
+        .cmd(MLX_SAFE_PYTHON)
+        .env("MLX_SAFE_PYTHON_BIN", &garbage)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(126));
+    wait_for_watchers(&w);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("cannot run"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn the_gate_speaks_before_a_missing_library() {
+    let w = World::new();
+    let fake = w.fake_python();
+    w.add_recent_panic();
+    let out = run(w
+        .cmd(MLX_SAFE_PYTHON)
+        .env("MLX_SAFE_PYTHON_BIN", &fake)
+        .env("METALGUARD_DYLIB", w.path("nowhere.so")));
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out.stderr));
 }
 
 #[test]

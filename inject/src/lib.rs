@@ -71,7 +71,7 @@ fn constructor() {
         };
         if let Ok(mut bytes) = serde_json::to_vec(&h) {
             bytes.push(b'\n');
-            if let Err(e) = metal_guard::state::atomic_file::write_atomic(path, &bytes) {
+            if let Err(e) = append_line(path, &bytes) {
                 eprintln!(
                     "metal-guard: could not write the handshake to {} ({e}); check METALGUARD_HANDSHAKE_PATH.",
                     path.display()
@@ -83,6 +83,21 @@ fn constructor() {
         return;
     }
     guard::init(config);
+}
+
+/// Appends one line with a single `write` on an `O_APPEND` descriptor: every
+/// process that inherits the variable (an interpreter stub and the
+/// interpreter it execs, the program's children) adds its own record without
+/// tearing or replacing another's.
+fn append_line(path: &std::path::Path, line: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(line)
 }
 
 extern "C" fn run_constructor() {

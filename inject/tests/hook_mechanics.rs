@@ -459,10 +459,30 @@ fn handshake_and_inertness_in_a_process_without_objc() {
         .unwrap();
     assert!(out.status.success());
     let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&hs).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&hs).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(v["pid"], pid);
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["library"], "metal_guard_inject");
+    // Every process that inherits the variable appends its own line.
+    let out = Command::new("/bin/sh")
+        .args(["-c", "/bin/true; /bin/true"])
+        .env("LD_PRELOAD", library())
+        .env("METALGUARD_HANDSHAKE_PATH", &hs)
+        .env("METALGUARD_BREADCRUMB_PATH", dir.path().join("bc.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let records = std::fs::read_to_string(&hs).unwrap();
+    let pids: Vec<u64> = records
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["pid"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4, "two shells and two children: {pids:?}");
     assert!(
         !dir.path().join("bc.log").exists(),
         "no device, no breadcrumbs"

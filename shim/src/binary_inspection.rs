@@ -141,6 +141,7 @@ fn read_macho_facts(file: &File, len: u64, head: &[u8]) -> Result<MachOFacts, St
         });
     Ok(MachOFacts {
         arch: image.cpu_name(),
+        native: image.cputype == preferred_cputype(),
         has_restrict_segment: image.has_restrict_segment(),
         signature,
     })

@@ -74,6 +74,9 @@ pub enum BinaryFormat {
 pub struct MachOFacts {
     /// The slice the facts come from (`arm64`, `x86_64`).
     pub arch: String,
+    /// The slice is this Mac's own architecture (arm64 on Apple Silicon). An
+    /// x86_64-only program runs under Rosetta and cannot load an arm64 library.
+    pub native: bool,
     /// A `__RESTRICT,__restrict` section.
     pub has_restrict_segment: bool,
     /// The embedded code signature, if any (unsigned arm64 code does not run at all).
@@ -124,6 +127,8 @@ pub enum InjectionBlocker {
     HardenedRuntimeWithoutDyldEntitlement,
     /// Hardened runtime with library validation: dyld refuses our ad-hoc library and aborts the launch (macOS).
     LibraryValidation,
+    /// Only an x86_64 slice on Apple Silicon: it runs under Rosetta, where the arm64 library cannot load (macOS).
+    NotNative { arch: String },
 }
 
 impl fmt::Display for InjectionBlocker {
@@ -171,6 +176,10 @@ impl fmt::Display for InjectionBlocker {
             InjectionBlocker::LibraryValidation => write!(
                 f,
                 "it uses the hardened runtime with library validation, so dyld would refuse the ad-hoc-signed guard library and abort the start"
+            ),
+            InjectionBlocker::NotNative { arch } => write!(
+                f,
+                "it is built for {arch} only and would run under Rosetta, where the arm64 guard library cannot load (MLX needs a native arm64 Python too)"
             ),
         }
     }
@@ -237,6 +246,11 @@ pub fn injection_blockers(
 /// The Mach-O part of the macOS rules (pure; tested on both platforms).
 pub fn macho_blockers(macho: &MachOFacts) -> Vec<InjectionBlocker> {
     let mut blockers = Vec::new();
+    if !macho.native {
+        blockers.push(InjectionBlocker::NotNative {
+            arch: macho.arch.clone(),
+        });
+    }
     if macho.has_restrict_segment {
         blockers.push(InjectionBlocker::RestrictSegment);
     }
@@ -266,6 +280,7 @@ mod tests {
             path: PathBuf::from("/opt/homebrew/bin/python3.12"),
             format: BinaryFormat::MachO(MachOFacts {
                 arch: "arm64".into(),
+                native: true,
                 has_restrict_segment: false,
                 signature: Some(SignatureFacts {
                     flags,
@@ -383,6 +398,22 @@ mod tests {
         ] {
             assert!(blockers.contains(&expected), "{expected:?} in {blockers:?}");
         }
+    }
+
+    #[test]
+    fn an_intel_only_program_is_refused_on_apple_silicon() {
+        let mut facts = macho(0x20002, false, false);
+        if let BinaryFormat::MachO(m) = &mut facts.format {
+            m.arch = "x86_64".into();
+            m.native = false;
+        }
+        assert_eq!(
+            mac(&facts),
+            vec![InjectionBlocker::NotNative {
+                arch: "x86_64".into()
+            }]
+        );
+        assert!(mac(&facts)[0].to_string().contains("Rosetta"));
     }
 
     #[test]

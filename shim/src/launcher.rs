@@ -12,8 +12,8 @@ use crate::gate::{
 use crate::handshake::{probe, spawn_watcher, HandshakeDir, ProbeOutcome, HANDSHAKE_PATH_VAR};
 use crate::injection_rules::{injection_blockers, BinaryFormat};
 use crate::launch_env::LaunchEnv;
-use crate::library_locator::locate_library;
-use crate::preload_env::{compose_preload, preload_variable};
+use crate::library_locator::{library_file_name, locate_library};
+use crate::preload_env::{compose_preload, preload_variable, without_library};
 use crate::process_exec::{compose_environment, exec_replace};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -163,8 +163,21 @@ pub fn launch(
         eprintln!(
             "{tool}: --no-inject: running with the cooldown gate only; the GPU guard is not loaded"
         );
+        // A guarded parent may have passed the library down: take it out.
+        let var = preload_variable(env.platform);
+        if let Some(existing) = env.var(var) {
+            let name = library_file_name(env.platform);
+            sets.push((var.into(), without_library(env.platform, existing, name)));
+        }
+        sets.push((HANDSHAKE_PATH_VAR.into(), OsString::new()));
     }
-    let final_env = compose_environment(env.vars(), &sets);
+    let final_env: Vec<(OsString, OsString)> = compose_environment(env.vars(), &sets)
+        .into_iter()
+        .filter(|(k, v)| {
+            // Variables emptied above are removed rather than set to "".
+            !(v.is_empty() && (k == HANDSHAKE_PATH_VAR || k == preload_variable(env.platform)))
+        })
+        .collect();
     if let Some(dir) = watcher_dir {
         let failure_marker = dir.file().with_file_name("launch-failed");
         if let Err(e) = spawn_watcher(dir, &plan.program, tool) {

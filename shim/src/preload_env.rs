@@ -47,6 +47,22 @@ pub fn compose_preload(platform: Platform, existing: Option<&OsStr>, library: &P
     OsString::from_vec(out)
 }
 
+/// `existing` without any entry whose file name is `file_name` (our library,
+/// passed down by a guarded parent); empty when nothing else remains.
+pub fn without_library(platform: Platform, existing: &OsStr, file_name: &str) -> OsString {
+    let separators: &[u8] = match platform {
+        Platform::MacOs => b":",
+        Platform::Elf => b": ",
+    };
+    let kept: Vec<&[u8]> = existing
+        .as_bytes()
+        .split(|b| separators.contains(b))
+        .filter(|e| !e.is_empty())
+        .filter(|e| Path::new(OsStr::from_bytes(e)).file_name() != Some(OsStr::new(file_name)))
+        .collect();
+    OsString::from_vec(kept.join(&b':'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +89,27 @@ mod tests {
                 Path::new("/opt/mg/lib/libmetal_guard_inject.dylib")
             ),
             OsString::from("/opt/mg/lib/libmetal_guard_inject.dylib:/a b/capture.dylib")
+        );
+    }
+
+    #[test]
+    fn an_inherited_guard_is_taken_out_for_no_inject() {
+        let name = "libmetal_guard_inject.so";
+        assert_eq!(
+            without_library(
+                Platform::Elf,
+                OsStr::new("/opt/mg/lib/libmetal_guard_inject.so:libjemalloc.so /x/y.so"),
+                name
+            ),
+            OsString::from("libjemalloc.so:/x/y.so")
+        );
+        assert_eq!(
+            without_library(
+                Platform::Elf,
+                OsStr::new("/a/libmetal_guard_inject.so"),
+                name
+            ),
+            OsString::new()
         );
     }
 

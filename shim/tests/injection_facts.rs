@@ -187,6 +187,35 @@ fn universal_files_are_judged_by_the_arm64_slice() {
 }
 
 #[test]
+fn intel_only_programs_are_refused_on_apple_silicon() {
+    if cfg!(all(target_os = "macos", target_arch = "x86_64")) {
+        return; // an Intel Mac runs them natively
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let intel = ImageSpec {
+        cputype: CPU_TYPE_X86_64,
+        ..ImageSpec::good_executable()
+    }
+    .build();
+    let thin = write(tmp.path(), "python3-intel", &intel);
+    let universal_intel_only = write(
+        tmp.path(),
+        "python3-fat-intel",
+        &fat(&[(CPU_TYPE_X86_64, intel)]),
+    );
+    for path in [thin, universal_intel_only] {
+        assert_eq!(
+            mac_blockers(&path),
+            vec![InjectionBlocker::NotNative {
+                arch: "x86_64".into()
+            }],
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
 fn protected_locations_refuse_even_a_good_file() {
     let tmp = tempfile::tempdir().unwrap();
     let path = write(tmp.path(), "python3", &executable(CS_ADHOC_LINKER_SIGNED));

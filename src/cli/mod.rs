@@ -17,6 +17,7 @@ pub mod models;
 pub mod orphan_scan;
 pub mod panic_gate;
 pub mod postmortem;
+pub mod selftest;
 pub mod status;
 pub mod status_write;
 use std::process::ExitCode;
@@ -77,6 +78,8 @@ pub enum Command {
     Guard(guard::Args),
     /// Collect the diagnostic bundle after a panic (sets the panic sentinel when it finds one).
     Postmortem(postmortem::Args),
+    /// Prove the guard works here: run a tiny MLX program through the launcher and check every hook.
+    Selftest(selftest::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -106,5 +109,6 @@ pub fn run() -> ExitCode {
         Some(Command::OrphanScan(a)) => orphan_scan::run(a),
         Some(Command::Guard(a)) => guard::run(a),
         Some(Command::Postmortem(a)) => postmortem::run(a),
+        Some(Command::Selftest(a)) => selftest::run(a),
     }
 }

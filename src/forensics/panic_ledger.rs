@@ -9,13 +9,12 @@
 
 use super::PanicReport;
 use crate::state::atomic_file::{ensure_private_dir, write_atomic};
+use crate::state::file_lock::{FileLock, Wait};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -113,7 +112,7 @@ pub fn ingest(
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_private_dir(dir)?;
-    let _lock = LedgerLock::acquire(&lock_path(path))?;
+    let _lock = FileLock::acquire(&lock_path(path), Wait::Block)?;
 
     let existing = read_existing(path, &mut outcome.warnings)?;
     let mut known: HashSet<(String, i64)> = HashSet::new();
@@ -251,30 +250,6 @@ fn lock_path(ledger: &Path) -> PathBuf {
     let mut name = ledger.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     ledger.with_file_name(name)
-}
-
-/// An exclusive `flock` held until dropped (closing the file releases it).
-struct LedgerLock {
-    _file: File,
-}
-
-impl LedgerLock {
-    fn acquire(path: &Path) -> io::Result<LedgerLock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        // SAFETY: the descriptor belongs to `file`, which stays open for the
-        // duration of the call (and of the lock, released when it is closed).
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(LedgerLock { _file: file })
-    }
 }
 
 #[cfg(test)]

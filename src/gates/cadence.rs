@@ -11,8 +11,8 @@
 //! replaced atomically. Of N processes racing on a fresh model, one passes.
 
 use super::env_config::{self, Lookup};
-use super::file_lock::{FileLock, Wait};
 use super::timefmt;
+use crate::state::file_lock::{FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
 use serde::Serialize;
 use std::collections::BTreeMap;

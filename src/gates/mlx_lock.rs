@@ -9,8 +9,8 @@
 //! removed before it is released. A record left by the Python tool whose
 //! process is still alive is honoured as a holder too.
 
-use super::file_lock::{self, FileLock, Wait};
 use super::timefmt;
+use crate::state::file_lock::{self, FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -11,7 +11,6 @@ pub mod breaker;
 pub mod cadence;
 pub mod cooldown;
 pub mod env_config;
-pub mod file_lock;
 pub mod mlx_lock;
 pub mod panic_sources;
 pub mod sentinel;

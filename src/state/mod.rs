@@ -3,4 +3,5 @@
 
 pub mod atomic_file;
 pub mod durable_sync;
+pub mod file_lock;
 pub mod tolerant_json;

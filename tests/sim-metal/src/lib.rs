@@ -23,6 +23,12 @@ use std::time::{Duration, Instant};
 const DRIVER_SOURCE: &str = include_str!("../sim_metal.m");
 const HEADER_SOURCE: &str = include_str!("../sim_metal.h");
 const WORKLOAD_SOURCE: &str = include_str!("../mlx_workload.m");
+const SELFTEST_CLIENT_SOURCE: &str = include_str!("../selftest_client.m");
+
+/// File names `metal-guard selftest --sim-driver DIR` expects in `DIR`.
+pub const SELFTEST_DRIVER_FILE: &str = "libsim_metal.so";
+/// The ctypes-facing "MLX" of the self-test (`selftest_client.m`).
+pub const SELFTEST_CLIENT_FILE: &str = "libmlx_selftest_client.so";
 
 /// What to install when the toolchain is missing (Debian/Ubuntu).
 pub const INSTALL_HINT: &str = "apt-get install clang libobjc-12-dev libblocksruntime-dev";
@@ -235,9 +241,9 @@ fn run_clang(args: &[OsString]) -> Result<(), BuildError> {
     })
 }
 
-fn build() -> Result<SimArtifacts, BuildError> {
-    let tools = find_toolchain()?;
-    let common: Vec<String> = vec![
+/// The clang flags every simulated-driver file is compiled with.
+fn compile_flags(tools: &Toolchain) -> Vec<String> {
+    vec![
         "-fobjc-runtime=gcc".into(),
         "-fblocks".into(),
         "-g".into(),
@@ -249,7 +255,12 @@ fn build() -> Result<SimArtifacts, BuildError> {
         // After clang's own headers, so its stdatomic.h etc. win over GCC's.
         "-idirafter".into(),
         tools.objc_include.display().to_string(),
-    ];
+    ]
+}
+
+fn build() -> Result<SimArtifacts, BuildError> {
+    let tools = find_toolchain()?;
+    let common = compile_flags(&tools);
     let key = fnv1a(&[
         DRIVER_SOURCE,
         HEADER_SOURCE,
@@ -340,6 +351,99 @@ fn build() -> Result<SimArtifacts, BuildError> {
         }
     }
     Ok(artifacts)
+}
+
+/// What `metal-guard selftest` needs on Linux: the driver and the client
+/// library Python loads with ctypes, side by side in one folder (the client
+/// finds the driver through `$ORIGIN`).
+#[derive(Debug, Clone)]
+pub struct SelftestArtifacts {
+    /// Pass this as `metal-guard selftest --sim-driver DIR`.
+    pub dir: PathBuf,
+    /// `DIR/libsim_metal.so`.
+    pub driver: PathBuf,
+    /// `DIR/libmlx_selftest_client.so`.
+    pub client: PathBuf,
+}
+
+/// Builds (or finds in the cache) the self-test folder,
+/// `target/sim-metal/selftest-<hash>/`, once per process.
+pub fn selftest_artifacts() -> Result<&'static SelftestArtifacts, BuildError> {
+    static BUILT: OnceLock<Result<SelftestArtifacts, BuildError>> = OnceLock::new();
+    BUILT
+        .get_or_init(build_selftest)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn build_selftest() -> Result<SelftestArtifacts, BuildError> {
+    let sim = artifacts()?;
+    let tools = find_toolchain()?;
+    let common = compile_flags(&tools);
+    let key = fnv1a(&[
+        DRIVER_SOURCE,
+        HEADER_SOURCE,
+        SELFTEST_CLIENT_SOURCE,
+        &common.join(" "),
+        &tools.objc_lib_dir.display().to_string(),
+    ]);
+    let base = target_dir().join("sim-metal");
+    let dir = base.join(format!("selftest-{key:016x}"));
+    let built = SelftestArtifacts {
+        driver: dir.join(SELFTEST_DRIVER_FILE),
+        client: dir.join(SELFTEST_CLIENT_FILE),
+        dir: dir.clone(),
+    };
+    if built.driver.is_file() && built.client.is_file() {
+        return Ok(built);
+    }
+    let io = |what: &Path, e: io::Error| BuildError::Io(format!("{}: {e}", what.display()));
+    let scratch = tempfile::Builder::new()
+        .prefix(".build-selftest-")
+        .tempdir_in(&base)
+        .map_err(|e| io(&base, e))?;
+    let src = scratch.path();
+    for (name, text) in [
+        ("sim_metal.h", HEADER_SOURCE),
+        ("selftest_client.m", SELFTEST_CLIENT_SOURCE),
+    ] {
+        fs::write(src.join(name), text).map_err(|e| io(&src.join(name), e))?;
+    }
+    fs::copy(&sim.library, src.join(SELFTEST_DRIVER_FILE)).map_err(|e| io(&sim.library, e))?;
+    let mut args: Vec<OsString> = common.iter().map(OsString::from).collect();
+    let mut lib_dir = OsString::from("-L");
+    lib_dir.push(src.as_os_str());
+    args.extend([
+        OsString::from("-shared"),
+        "-fPIC".into(),
+        "-fvisibility=hidden".into(),
+        "-I".into(),
+        src.as_os_str().to_os_string(),
+        src.join("selftest_client.m").into_os_string(),
+        "-o".into(),
+        src.join(SELFTEST_CLIENT_FILE).into_os_string(),
+        lib_dir,
+        "-lsim_metal".into(),
+        "-Wl,-rpath,$ORIGIN".into(),
+        format!("-L{}", tools.objc_lib_dir.display()).into(),
+        "-lobjc".into(),
+        "-lBlocksRuntime".into(),
+        "-lpthread".into(),
+    ]);
+    run_clang(&args)?;
+    let staged = scratch.keep();
+    match fs::rename(&staged, &dir) {
+        Ok(()) => Ok(built),
+        Err(_) if built.driver.is_file() && built.client.is_file() => {
+            // Another process finished the same build first.
+            let _ = fs::remove_dir_all(&staged);
+            Ok(built)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staged);
+            Err(io(&staged, e))
+        }
+    }
 }
 
 /// The MLX-like workloads of `mlx_workload`.
