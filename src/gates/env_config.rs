@@ -34,19 +34,7 @@ pub fn positive_hours(
     default: f64,
     warnings: &mut Vec<String>,
 ) -> f64 {
-    match get(name) {
-        None => default,
-        Some(raw) if raw.trim().is_empty() => default,
-        Some(raw) => match raw.trim().parse::<f64>() {
-            Ok(v) if v.is_finite() && v > 0.0 && v <= 24.0 * 3653.0 => v,
-            _ => {
-                warnings.push(format!(
-                    "metal-guard: warning: {name}={raw:?} is not a positive number of hours; using {default}"
-                ));
-                default
-            }
-        },
-    }
+    positive_number(get, name, default, 24.0 * 3653.0, "hours", warnings)
 }
 
 /// A positive number of seconds; same rules as [`positive_hours`].
@@ -56,14 +44,26 @@ pub fn positive_seconds(
     default: f64,
     warnings: &mut Vec<String>,
 ) -> f64 {
+    positive_number(get, name, default, 3.2e8, "seconds", warnings)
+}
+
+/// A finite number in `(0, max]` of `unit`; anything else warns and gives the default.
+fn positive_number(
+    get: Lookup<'_>,
+    name: &str,
+    default: f64,
+    max: f64,
+    unit: &str,
+    warnings: &mut Vec<String>,
+) -> f64 {
     match get(name) {
         None => default,
         Some(raw) if raw.trim().is_empty() => default,
         Some(raw) => match raw.trim().parse::<f64>() {
-            Ok(v) if v.is_finite() && v > 0.0 && v <= 3.2e8 => v,
+            Ok(v) if v.is_finite() && v > 0.0 && v <= max => v,
             _ => {
                 warnings.push(format!(
-                    "metal-guard: warning: {name}={raw:?} is not a positive number of seconds; using {default}"
+                    "metal-guard: warning: {name}={raw:?} is not a positive number of {unit}; using {default}"
                 ));
                 default
             }
