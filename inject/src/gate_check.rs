@@ -32,11 +32,9 @@ pub enum GateOutcome {
 /// A source of verdicts: `Ok(None)` proceed, `Ok(Some((reason, how_to_clear)))` blocked.
 pub type VerdictSource = fn() -> Result<Option<(String, Option<String>)>, String>;
 
+/// The flag rule every part of metal-guard uses (`1`, `true`, `yes`, `on`, any case).
 fn truthy(v: Option<String>) -> bool {
-    matches!(
-        v.as_deref().map(str::trim),
-        Some("1" | "true" | "yes" | "on")
-    )
+    metal_guard::gates::env_config::is_truthy(v.as_deref())
 }
 
 /// Applies the overrides around `source`.
