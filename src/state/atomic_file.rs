@@ -1,5 +1,6 @@
 //! Atomic replacement of a file: a reader sees the old content or the new,
-//! never a torn write, and a crash (or a kernel panic) right after the call
+//! never a torn write, and a crash (or a kernel panic: the data goes through
+//! `durable_sync`, `F_FULLFSYNC` on macOS) right after the call
 //! returns still finds the new content on disk.
 
 use std::fs::{self, File, OpenOptions};
@@ -45,7 +46,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp_path)?;
         tmp.write_all(bytes)?;
-        tmp.sync_all()?;
+        super::durable_sync::durable_sync(&tmp)?;
         drop(tmp);
         fs::rename(&tmp_path, path)?;
         // Durability of the rename: fsync the directory entry. Some
