@@ -24,6 +24,19 @@ static LENGTH_IMPS: [AtomicPtr<c_void>; SEEN] =
 type Dealloc = unsafe extern "C-unwind" fn(Id, Sel);
 type Length = unsafe extern "C-unwind" fn(Id, Sel) -> u64;
 
+/// After a driver allocation returned `buffer`: the ledger counts it and the
+/// buffer's class is hooked (for frees). Nothing happens for nil.
+#[inline]
+pub fn record_allocation(guard: &Guard, selector: &'static str, bytes: u64, buffer: Id) {
+    if buffer.is_null() {
+        return;
+    }
+    super::policy(guard, selector, || {
+        guard.after_allocation(bytes);
+        ensure_hooked(guard, buffer);
+    });
+}
+
 /// Hooks `dealloc` on `buffer`'s class the first time that class is seen.
 #[inline]
 pub fn ensure_hooked(guard: &Guard, buffer: Id) {

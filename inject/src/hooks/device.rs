@@ -64,12 +64,7 @@ fn allocate(bytes: u64, selector: &'static str, call: impl FnOnce() -> Id) -> Id
         return std::ptr::null_mut();
     }
     let buffer = call();
-    if !buffer.is_null() {
-        policy(guard, selector, || {
-            guard.after_allocation(bytes);
-            super::buffer::ensure_hooked(guard, buffer);
-        });
-    }
+    super::buffer::record_allocation(guard, selector, bytes, buffer);
     buffer
 }
 

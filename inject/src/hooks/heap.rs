@@ -2,7 +2,7 @@
 //! for allocations under 256 bytes). Counted in the ledger; never refused
 //! (the heap's memory was allocated, and checked, when the heap was made).
 
-use super::{install_on, original, policy};
+use super::{install_on, original};
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
@@ -40,11 +40,13 @@ unsafe extern "C-unwind" fn heap_new_buffer(
     let depth = DepthGuard::enter(HookFamily::Allocation);
     // SAFETY: as above, arguments unchanged.
     let buffer = unsafe { orig(this, cmd, length, options) };
-    if depth.outermost() && !buffer.is_null() {
-        policy(guard, "heap newBufferWithLength:options:", || {
-            guard.after_allocation(length as u64);
-            super::buffer::ensure_hooked(guard, buffer);
-        });
+    if depth.outermost() {
+        super::buffer::record_allocation(
+            guard,
+            "heap newBufferWithLength:options:",
+            length as u64,
+            buffer,
+        );
     }
     buffer
 }
