@@ -2,7 +2,7 @@
 //! for: `mlx-safe-python` and `metal-guard run` consult the same verdict as
 //! `metal-guard panic-gate` and `status`.
 
-use crate::gates::cooldown::{current_verdict, VerdictKind};
+use metal_guard_core::gates::cooldown::{current_verdict, VerdictKind};
 use metal_guard_shim::gate::{GateVerdict, LaunchGate};
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ impl CooldownLaunchGate {
     /// The gate over the default report folders.
     pub fn from_environment() -> Self {
         CooldownLaunchGate {
-            report_dirs: crate::forensics::report_dirs(&[]),
+            report_dirs: metal_guard_core::forensics::report_dirs(&[]),
         }
     }
 }

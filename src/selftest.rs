@@ -7,7 +7,7 @@
 //! and the guard's breadcrumbs (`GUARD_ACTIVE`, `GUARD_HOOKED`,
 //! `allocation_refusal`, `GUARD_SUMMARY`) for the program's pid.
 
-use crate::breadcrumbs::{parse_line, BreadcrumbLine, TAG_POST, TAG_PRE};
+use metal_guard_core::breadcrumbs::{parse_line, BreadcrumbLine, TAG_POST, TAG_PRE};
 use serde::{Deserialize, Serialize};
 
 /// The prefix of the one line the self-test program prints about itself.
@@ -485,7 +485,7 @@ pub struct Environment {
     pub metal_guard_version: String,
     pub os: String,
     pub kernel: Option<String>,
-    pub hardware: crate::hardware::HardwareInfo,
+    pub hardware: metal_guard_core::hardware::HardwareInfo,
     pub interpreter: Option<String>,
     pub python_version: Option<String>,
     pub mlx_version: Option<String>,
@@ -811,7 +811,7 @@ mod tests {
             metal_guard_version: "0.1.0".into(),
             os: "linux".into(),
             kernel: None,
-            hardware: crate::hardware::HardwareInfo::default(),
+            hardware: metal_guard_core::hardware::HardwareInfo::default(),
             interpreter: None,
             python_version: None,
             mlx_version: None,

@@ -2,7 +2,7 @@
 //! `labels.tsv` says, and the facts we extract from them are the ones in the
 //! text.
 
-use metal_guard::forensics::{parse_report, PanicSignature};
+use metal_guard_core::forensics::{parse_report, PanicSignature};
 use std::path::{Path, PathBuf};
 
 fn fixtures_dir() -> PathBuf {
@@ -32,7 +32,7 @@ fn labels() -> Vec<(String, Option<PanicSignature>)> {
         .collect()
 }
 
-fn parse_fixture(name: &str) -> metal_guard::forensics::PanicReport {
+fn parse_fixture(name: &str) -> metal_guard_core::forensics::PanicReport {
     let path = fixtures_dir().join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     parse_report(&path, &String::from_utf8_lossy(&bytes), None)

@@ -3,7 +3,7 @@
 //! (deep JSON nesting, thousands of `@` or `panic(`), and reformatting that
 //! people do (CRLF, indentation) never changes a classification.
 
-use metal_guard::forensics::{parse_report, report_format, signature};
+use metal_guard_core::forensics::{parse_report, report_format, signature};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -1,7 +1,7 @@
 //! End-to-end tests of the gate commands as a user runs them: a temporary
 //! HOME, real report folders, real processes racing.
 
-use metal_guard::forensics::{scan_reports, ReportScan};
+use metal_guard_core::forensics::{scan_reports, ReportScan};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use time::macros::format_description;

@@ -4,7 +4,7 @@
 //! comes back; observer mode logs and still panics; a hook that panics inside
 //! the library leaves the host running.
 
-use metal_guard::breadcrumbs::{parse_line, BreadcrumbLine};
+use metal_guard_core::breadcrumbs::{parse_line, BreadcrumbLine};
 use sim_metal::{
     artifacts, build_inject_library, SimArtifacts, Workload, WorkloadOutcome, WorkloadRun,
 };

@@ -3,7 +3,7 @@
 //! the control workload never does, and each guard lever applied by hand in
 //! the workload is enough to prevent its bug under the model.
 
-use metal_guard::forensics::{scan_reports, PanicSignature, ReportScan};
+use metal_guard_core::forensics::{scan_reports, PanicSignature, ReportScan};
 use serde_json::Value;
 use sim_metal::{artifacts, SimArtifacts, Workload, WorkloadOutcome, WorkloadRun};
 use std::path::Path;

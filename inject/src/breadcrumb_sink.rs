@@ -15,7 +15,7 @@
 //! it; the count rides on the next line that gets through (`dropped=N`).
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use metal_guard::breadcrumbs::BreadcrumbLine;
+use metal_guard_core::breadcrumbs::BreadcrumbLine;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -248,7 +248,7 @@ impl BreadcrumbSink {
     fn open(&self) -> std::io::Result<OpenLog> {
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir {
-            metal_guard::state::atomic_file::ensure_private_dir(dir)?;
+            metal_guard_core::state::atomic_file::ensure_private_dir(dir)?;
         }
         let existed = self.path.exists();
         let file = OpenOptions::new()
@@ -272,7 +272,7 @@ impl BreadcrumbSink {
 /// Makes written data durable: `F_FULLFSYNC` on macOS (plain `fsync` there
 /// only reaches the drive's cache), `fsync` elsewhere.
 fn full_sync(file: &File) -> std::io::Result<()> {
-    metal_guard::state::durable_sync::durable_sync(file)
+    metal_guard_core::state::durable_sync::durable_sync(file)
 }
 
 #[cfg(test)]
@@ -289,7 +289,7 @@ mod tests {
         let s = sink(dir.path(), 1 << 20);
         s.write_durable("SUBPROC_PRE", "model_load", &[("bytes", "42".into())]);
         let text = std::fs::read_to_string(s.path()).unwrap();
-        let line = metal_guard::breadcrumbs::parse_line(text.lines().next().unwrap()).unwrap();
+        let line = metal_guard_core::breadcrumbs::parse_line(text.lines().next().unwrap()).unwrap();
         assert_eq!(line.tag, "SUBPROC_PRE");
         assert_eq!(line.payload, "model_load");
         assert_eq!(
@@ -313,7 +313,7 @@ mod tests {
         loop {
             let text = std::fs::read_to_string(s.path()).unwrap_or_default();
             if let Some(l) = text.lines().next() {
-                let line = metal_guard::breadcrumbs::parse_line(l).unwrap();
+                let line = metal_guard_core::breadcrumbs::parse_line(l).unwrap();
                 assert_eq!(line.field("class"), Some("SimDevice"));
                 assert_eq!(line.field("selectors"), Some("7"));
                 break;

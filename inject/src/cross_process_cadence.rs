@@ -1,12 +1,12 @@
 //! Cross-process cadence: the previous load of the same model by any
 //! process, through `~/.cache/metal-guard/cadence.json` and its lock (the
 //! file the Python tool and `metal-guard cadence` share). The rule and the
-//! locking live in `metal_guard::gates::cadence`; this is the interposer's
+//! locking live in `metal_guard_core::gates::cadence`; this is the interposer's
 //! one call into it.
 
-use metal_guard::engine::cadence::CadencePolicy;
-use metal_guard::gates::cadence::{self as gate_cadence, CadenceDecision};
-use metal_guard::gates::env_config::process_env;
+use metal_guard_core::engine::cadence::CadencePolicy;
+use metal_guard_core::gates::cadence::{self as gate_cadence, CadenceDecision};
+use metal_guard_core::gates::env_config::process_env;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 

@@ -40,7 +40,7 @@ fn drain() {
             // would give in-flight work the time to finish: log, no sync.
             let durable = guard.acts();
             guard.sink.write_now(
-                metal_guard::breadcrumbs::TAG_PRE,
+                metal_guard_core::breadcrumbs::TAG_PRE,
                 "exit_drain",
                 &[
                     ("in_flight", in_flight.to_string()),
@@ -69,7 +69,7 @@ fn drain() {
                 );
             }
             guard.sink.write_now(
-                metal_guard::breadcrumbs::TAG_POST,
+                metal_guard_core::breadcrumbs::TAG_POST,
                 "exit_drain",
                 &[
                     ("waited_ms", start.elapsed().as_millis().to_string()),

@@ -3,7 +3,7 @@
 //! (stderr + breadcrumb) and, in defensive mode, exits with code 10, the
 //! code `mlx-safe-python` uses, so a wrapper script sees the same outcome.
 //!
-//! The verdict itself is `metal_guard::gates::cooldown::current_verdict`,
+//! The verdict itself is `metal_guard_core::gates::cooldown::current_verdict`,
 //! the one verdict every part of metal-guard uses; this module only applies
 //! it. The overrides users know from the Python tool apply:
 //! `MLX_SAFE_PYTHON_FORCE=1` runs anyway (with a warning), and
@@ -34,7 +34,7 @@ pub type VerdictSource = fn() -> Result<Option<(String, Option<String>)>, String
 
 /// The flag rule every part of metal-guard uses (`1`, `true`, `yes`, `on`, any case).
 fn truthy(v: Option<String>) -> bool {
-    metal_guard::gates::env_config::is_truthy(v.as_deref())
+    metal_guard_core::gates::env_config::is_truthy(v.as_deref())
 }
 
 /// Applies the overrides around `source`.

@@ -1,13 +1,13 @@
-//! The verdict the interposer's gate applies: `metal_guard::gates::cooldown`,
+//! The verdict the interposer's gate applies: `metal_guard_core::gates::cooldown`,
 //! the one cooldown verdict shared by `panic-gate`, `status` and the launcher,
-//! over the report folders `metal_guard::forensics::report_dirs` names
+//! over the report folders `metal_guard_core::forensics::report_dirs` names
 //! (`METALGUARD_PANIC_REPORT_DIRS`, else the macOS defaults).
 
-use metal_guard::gates::cooldown::current_verdict;
+use metal_guard_core::gates::cooldown::current_verdict;
 
 /// `Ok(None)`: proceed; `Ok(Some((reason, how_to_clear)))`: blocked.
 pub fn current() -> Result<Option<(String, Option<String>)>, String> {
-    let dirs = metal_guard::forensics::report_dirs(&[]);
+    let dirs = metal_guard_core::forensics::report_dirs(&[]);
     let verdict = current_verdict(&dirs).map_err(|e| e.to_string())?;
     for w in &verdict.warnings {
         eprintln!("{w}");

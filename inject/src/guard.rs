@@ -1,5 +1,5 @@
 //! `Guard`: the process-wide state the hooks consult. Policy comes from
-//! `metal_guard::engine`; this type wires it to the clock, the breadcrumb
+//! `metal_guard_core::engine`; this type wires it to the clock, the breadcrumb
 //! sink, the command-buffer bookkeeping and the reaper.
 
 use crate::breadcrumb_sink::{BreadcrumbSink, Event};
@@ -7,14 +7,14 @@ use crate::command_buffer_table::CommandBufferTable;
 use crate::cross_process_cadence;
 use crate::depth;
 use crate::reaper::Reaper;
-use metal_guard::engine::cadence::{
+use metal_guard_core::engine::cadence::{
     decide, is_unload, BurstDetector, CadenceDecision, CadenceMode,
 };
-use metal_guard::engine::ceiling::{CeilingVerdict, SizeCeiling};
-use metal_guard::engine::commit_gate::CommitGate;
-use metal_guard::engine::config::{GuardConfig, Mode, TestFault};
-use metal_guard::engine::ledger::AllocationLedger;
-use metal_guard::engine::watermark::CommandBufferWatermark;
+use metal_guard_core::engine::ceiling::{CeilingVerdict, SizeCeiling};
+use metal_guard_core::engine::commit_gate::CommitGate;
+use metal_guard_core::engine::config::{GuardConfig, Mode, TestFault};
+use metal_guard_core::engine::ledger::AllocationLedger;
+use metal_guard_core::engine::watermark::CommandBufferWatermark;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -309,7 +309,7 @@ impl Guard {
             ("mode", self.mode_name().to_string()),
         ];
         self.sink.write_durable(
-            metal_guard::breadcrumbs::TAG_PRE,
+            metal_guard_core::breadcrumbs::TAG_PRE,
             "allocation_refusal",
             &fields,
         );
@@ -329,7 +329,7 @@ impl Guard {
             }
         );
         self.sink.write_durable(
-            metal_guard::breadcrumbs::TAG_POST,
+            metal_guard_core::breadcrumbs::TAG_POST,
             "allocation_refusal",
             &[("action", action.to_string())],
         );
@@ -360,7 +360,7 @@ impl Guard {
         // checked against the cadence but opens nothing new.
         if !self.load_open.swap(true, Relaxed) {
             self.sink.write_durable(
-                metal_guard::breadcrumbs::TAG_PRE,
+                metal_guard_core::breadcrumbs::TAG_PRE,
                 "model_load",
                 &[
                     ("model", model),
@@ -387,13 +387,13 @@ impl Guard {
                     decision = match policy.mode {
                         CadenceMode::Wait => CadenceDecision::Stall {
                             reason:
-                                metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
+                                metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
                             wait_ns: wait_ns.min(policy.max_stall_ns),
                             short_by_ns: wait_ns,
                         },
                         _ => CadenceDecision::Warn {
                             reason:
-                                metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
+                                metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
                             short_by_ns: wait_ns,
                         },
                     };
@@ -453,14 +453,14 @@ impl Guard {
                     eprintln!(
                         "metal-guard: model load {:.1} s after the previous {}; waiting {:.1} s before it continues (METALGUARD_CADENCE=warn to only warn).",
                         (match reason {
-                            metal_guard::engine::cadence::TooSoonReason::AfterUnload => policy.after_unload_interval_ns,
-                            metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel => policy.same_model_interval_ns,
+                            metal_guard_core::engine::cadence::TooSoonReason::AfterUnload => policy.after_unload_interval_ns,
+                            metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel => policy.same_model_interval_ns,
                         })
                         .saturating_sub(short_by_ns) as f64
                             / 1e9,
                         match reason {
-                            metal_guard::engine::cadence::TooSoonReason::AfterUnload => "unload",
-                            metal_guard::engine::cadence::TooSoonReason::AfterLoadOfSameModel => "load of this model",
+                            metal_guard_core::engine::cadence::TooSoonReason::AfterUnload => "unload",
+                            metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel => "load of this model",
                         },
                         wait_ns as f64 / 1e9
                     );
@@ -482,7 +482,7 @@ impl Guard {
         self.reload_pending.store(true, Relaxed);
         if !self.unload_open.swap(true, Relaxed) {
             self.sink.write_durable(
-                metal_guard::breadcrumbs::TAG_PRE,
+                metal_guard_core::breadcrumbs::TAG_PRE,
                 "release_burst",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
@@ -505,7 +505,7 @@ impl Guard {
             && self.load_open.swap(false, Relaxed)
         {
             self.sink.write_durable(
-                metal_guard::breadcrumbs::TAG_POST,
+                metal_guard_core::breadcrumbs::TAG_POST,
                 "model_load",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
@@ -515,7 +515,7 @@ impl Guard {
             && self.unload_open.swap(false, Relaxed)
         {
             self.sink.write_durable(
-                metal_guard::breadcrumbs::TAG_POST,
+                metal_guard_core::breadcrumbs::TAG_POST,
                 "release_burst",
                 &[("live", self.ledger.live_bytes().to_string())],
             );
@@ -533,7 +533,7 @@ impl Guard {
         ] {
             if open.swap(false, Relaxed) {
                 self.sink.write_now(
-                    metal_guard::breadcrumbs::TAG_POST,
+                    metal_guard_core::breadcrumbs::TAG_POST,
                     payload,
                     &[("live", live.clone()), ("outcome", "process_exit".into())],
                     self.acts(),

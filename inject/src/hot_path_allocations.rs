@@ -6,7 +6,7 @@
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{AllocDecision, Guard};
 use crate::hooks::policy;
-use metal_guard::engine::config::GuardConfig;
+use metal_guard_core::engine::config::GuardConfig;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 

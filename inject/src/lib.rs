@@ -1,6 +1,6 @@
 //! `libmetal_guard_inject`: loaded into an MLX process with
 //! `DYLD_INSERT_LIBRARIES` (macOS) or `LD_PRELOAD` (Linux). Hooks only post
-//! events; the policy lives in `metal_guard::engine`.
+//! events; the policy lives in `metal_guard_core::engine`.
 //!
 //! Load: the constructor reads the configuration from the environment,
 //! answers the launcher's handshake, and starts nothing else; it never
@@ -57,15 +57,15 @@ struct Handshake<'a> {
 }
 
 fn constructor() {
-    let config = metal_guard::engine::config::GuardConfig::from_env();
+    let config = metal_guard_core::engine::config::GuardConfig::from_env();
     if let Some(path) = &config.handshake_path {
         let h = Handshake {
             library: "metal_guard_inject",
             version: VERSION,
             pid: std::process::id(),
             mode: match config.mode {
-                metal_guard::engine::config::Mode::Defensive => "defensive",
-                metal_guard::engine::config::Mode::Observer => "observer",
+                metal_guard_core::engine::config::Mode::Defensive => "defensive",
+                metal_guard_core::engine::config::Mode::Observer => "observer",
             },
             disabled: config.disabled,
         };

@@ -12,7 +12,7 @@
 
 use crate::guard::Guard;
 use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
-use metal_guard::engine::watermark::PendingRemovals;
+use metal_guard_core::engine::watermark::PendingRemovals;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Mutex, OnceLock};
 use std::thread::Thread;
@@ -161,7 +161,7 @@ impl Reaper {
         }
         let committed = guard.watermark.last_committed();
         guard.sink.write_durable(
-            metal_guard::breadcrumbs::TAG_PRE,
+            metal_guard_core::breadcrumbs::TAG_PRE,
             "residency_removal_batch",
             &[
                 ("pending", self.pending().to_string()),
@@ -171,7 +171,7 @@ impl Reaper {
         );
         let post = |performed: usize, outcome: &str, in_flight: u64| {
             guard.sink.write_durable(
-                metal_guard::breadcrumbs::TAG_POST,
+                metal_guard_core::breadcrumbs::TAG_POST,
                 "residency_removal_batch",
                 &[
                     ("performed", performed.to_string()),

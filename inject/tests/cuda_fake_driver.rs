@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use metal_guard::breadcrumbs::{parse_line, BreadcrumbLine};
+use metal_guard_core::breadcrumbs::{parse_line, BreadcrumbLine};
 
 struct Built {
     _dir: tempfile::TempDir,

@@ -101,7 +101,7 @@ struct Run {
     code: Option<i32>,
     values: HashMap<String, String>,
     stderr: String,
-    breadcrumbs: Vec<metal_guard::breadcrumbs::BreadcrumbLine>,
+    breadcrumbs: Vec<metal_guard_core::breadcrumbs::BreadcrumbLine>,
 }
 
 impl Run {
@@ -111,7 +111,11 @@ impl Run {
             .unwrap_or_else(|| panic!("client printed no {key}; stderr:\n{}", self.stderr))
     }
 
-    fn lines(&self, tag: &str, payload: &str) -> Vec<&metal_guard::breadcrumbs::BreadcrumbLine> {
+    fn lines(
+        &self,
+        tag: &str,
+        payload: &str,
+    ) -> Vec<&metal_guard_core::breadcrumbs::BreadcrumbLine> {
         self.breadcrumbs
             .iter()
             .filter(|l| l.tag == tag && l.payload == payload)
@@ -168,7 +172,7 @@ fn run_with_home(
     let breadcrumbs = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
-        .filter_map(metal_guard::breadcrumbs::parse_line)
+        .filter_map(metal_guard_core::breadcrumbs::parse_line)
         .collect();
     Run {
         code: out.status.code(),

@@ -1,8 +1,8 @@
 //! `metal-guard ack`: acknowledge a lockout (touches `~/.metal-guard-ack`).
 
 use super::exit;
-use metal_guard::forensics;
-use metal_guard::gates::{ack, cooldown, timefmt};
+use metal_guard_core::forensics;
+use metal_guard_core::gates::{ack, cooldown, timefmt};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]

@@ -2,9 +2,9 @@
 //! (2 panics within 3600 s trip a 3600 s cooldown).
 
 use super::exit;
-use metal_guard::forensics;
-use metal_guard::gates::breaker::{self, BreakerPolicy};
-use metal_guard::gates::{cooldown, timefmt};
+use metal_guard_core::forensics;
+use metal_guard_core::gates::breaker::{self, BreakerPolicy};
+use metal_guard_core::gates::{cooldown, timefmt};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]

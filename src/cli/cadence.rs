@@ -2,8 +2,8 @@
 //! across processes (0 clear and marked, 2 too soon).
 
 use super::exit;
-use metal_guard::gates::cadence::{self, CadenceDecision, CadencePolicy};
-use metal_guard::gates::env_config;
+use metal_guard_core::gates::cadence::{self, CadenceDecision, CadencePolicy};
+use metal_guard_core::gates::env_config;
 use std::process::ExitCode;
 use time::Duration;
 

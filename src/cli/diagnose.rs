@@ -3,7 +3,7 @@
 
 use super::exit;
 use super::report_text::{dir_list, render_report, skipped_lines, skipped_note};
-use metal_guard::forensics::{
+use metal_guard_core::forensics::{
     panic_ledger, report_dirs, scan_reports, PanicReport, ReportScan, ScanOutcome, SkippedFile,
 };
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! `metal-guard guard install|uninstall|status`: the reversible shell guard.
 
 use super::exit;
-use metal_guard::gates::shell_guard::{self, GuardError, GuardPaths, Shell};
+use metal_guard_core::shell_guard::{self, GuardError, GuardPaths, Shell};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -15,12 +15,12 @@ pub enum Action {
     /// Route interactive python/python3 through mlx-safe-python.
     Install {
         /// Shells to set up (default: your login shell from $SHELL, else zsh).
-        #[arg(long = "shell", value_enum)]
+        #[arg(long = "shell", value_parser = shell_parser())]
         shells: Vec<Shell>,
     },
     /// Remove the guard (default: from every shell that has it).
     Uninstall {
-        #[arg(long = "shell", value_enum)]
+        #[arg(long = "shell", value_parser = shell_parser())]
         shells: Vec<Shell>,
     },
     /// Show where the guard is installed.
@@ -131,4 +131,15 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::from(exit::OK)
         }
     }
+}
+
+/// `--shell zsh|bash|fish`, with the names listed in `--help` and errors.
+fn shell_parser() -> impl clap::builder::TypedValueParser<Value = Shell> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Shell::ALL.map(Shell::name)).map(|name| {
+        Shell::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .expect("clap admits only the listed names")
+    })
 }

@@ -2,8 +2,8 @@
 //! workload per machine, enforced by a kernel lock held for the holder's life.
 
 use super::exit;
-use metal_guard::gates::mlx_lock::{self, AcquireError, LockPaths, ReleaseOutcome};
-use metal_guard::gates::timefmt;
+use metal_guard_core::gates::mlx_lock::{self, AcquireError, LockPaths, ReleaseOutcome};
+use metal_guard_core::gates::timefmt;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! and the version advisories for the interpreter that runs MLX.
 
 use super::exit;
-use metal_guard::registry::{self, installed, AdvisoryMatch};
+use metal_guard_core::registry::{self, installed, AdvisoryMatch};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,8 +2,8 @@
 //! over the breadcrumb log; exit 1 when an orphan is found.
 
 use super::exit;
-use metal_guard::orphans;
-use metal_guard::{breadcrumbs, gates::timefmt};
+use metal_guard_core::orphans;
+use metal_guard_core::{breadcrumbs, gates::timefmt};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -25,7 +25,7 @@ pub fn run(args: Args) -> ExitCode {
             eprintln!("metal-guard: --threshold-sec must be a number of seconds >= 0, got {t}");
             return ExitCode::from(exit::USAGE);
         }
-        None => metal_guard::status::orphan_threshold(&mut warnings),
+        None => metal_guard_core::status::orphan_threshold(&mut warnings),
     };
     for w in warnings {
         eprintln!("{w}");

@@ -2,9 +2,9 @@
 //! (0 proceed, 2 cooldown or lockout, 3 the gate itself failed).
 
 use super::exit;
-use metal_guard::forensics;
-use metal_guard::gates::cooldown::{self, CooldownVerdict, VerdictKind};
-use metal_guard::gates::timefmt;
+use metal_guard_core::forensics;
+use metal_guard_core::gates::cooldown::{self, CooldownVerdict, VerdictKind};
+use metal_guard_core::gates::timefmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,8 +1,8 @@
 //! `metal-guard postmortem DIR`: collect the diagnostic bundle after a panic.
 
 use super::exit;
-use metal_guard::gates::{env_config, timefmt};
-use metal_guard::{forensics, postmortem};
+use metal_guard_core::gates::{env_config, timefmt};
+use metal_guard_core::{forensics, postmortem};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

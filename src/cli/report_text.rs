@@ -1,7 +1,7 @@
 //! Panic reports rendered for a person whose Mac just restarted: short,
 //! plain words, what to do next. Shared by `diagnose` and the wizard.
 
-use metal_guard::forensics::{explain, PanicReport, PanicSignature, SkippedFile};
+use metal_guard_core::forensics::{explain, PanicReport, PanicSignature, SkippedFile};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};

@@ -484,13 +484,13 @@ fn environment(
     interpreter: Option<PathBuf>,
     program: Option<&ProgramReport>,
 ) -> Environment {
-    let hardware = metal_guard::hardware::detect();
+    let hardware = metal_guard_core::hardware::detect();
     let interpreter = program
         .and_then(|p| p.executable.clone())
         .or_else(|| interpreter.as_ref().map(|p| p.display().to_string()));
     let mlx_version = program.and_then(|p| p.mlx_version.clone()).or_else(|| {
         let python = interpreter.as_ref().map(PathBuf::from)?;
-        metal_guard::registry::installed::installed_packages(Some(&python), &["mlx"])
+        metal_guard_core::registry::installed::installed_packages(Some(&python), &["mlx"])
             .versions
             .get("mlx")
             .cloned()

@@ -1,10 +1,10 @@
 //! `metal-guard status [--json]`: the whole picture; the exit code follows
 //! the verdict (0 proceed, 2 cooldown or lockout, 3 the gate failed).
 
-use metal_guard::forensics;
-use metal_guard::gates::timefmt;
-use metal_guard::registry::AdvisoryMatch;
-use metal_guard::status::{self, StatusSnapshot};
+use metal_guard_core::forensics;
+use metal_guard_core::gates::timefmt;
+use metal_guard_core::registry::AdvisoryMatch;
+use metal_guard_core::status::{self, StatusSnapshot};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

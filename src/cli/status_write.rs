@@ -3,8 +3,8 @@
 //! daemon it stops cleanly on SIGTERM or SIGINT.
 
 use super::exit;
-use metal_guard::forensics;
-use metal_guard::status;
+use metal_guard_core::forensics;
+use metal_guard_core::status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

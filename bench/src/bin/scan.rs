@@ -13,8 +13,8 @@
 //! Run: `cargo run --release -p metal-guard-bench --bin scan [-- FILES]`.
 //! Target: the scan stays within 5x of the listing.
 
-use metal_guard::forensics::discovery::list_candidates;
-use metal_guard::forensics::{scan_reports, ReportScan};
+use metal_guard_core::forensics::discovery::list_candidates;
+use metal_guard_core::forensics::{scan_reports, ReportScan};
 use serde_json::json;
 use std::fs;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! backend-neutral terms (an allocation of N bytes of some kind is asked
 //! for, was made, was freed; GPU work was queued and completed; the process
 //! is exiting) and this module hands them to the process's [`Guard`]
-//! (`crate::guard`, policy from `metal_guard::engine`): the same allocation
+//! (`crate::guard`, policy from `metal_guard_core::engine`): the same allocation
 //! ledger, size ceiling, cadence detector, breadcrumb sink and summary the
 //! Metal hooks feed. What only CUDA has (pinned host memory, host functions,
 //! graph launches, stream syncs, which lookup path activated the chain) is
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use metal_guard::breadcrumbs::{TAG_POST, TAG_PRE};
+use metal_guard_core::breadcrumbs::{TAG_POST, TAG_PRE};
 
 use super::pointer_table::MemoryKind;
 use crate::guard::{guard, AllocDecision};

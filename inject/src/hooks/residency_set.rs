@@ -19,7 +19,7 @@ use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
 use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
 use crate::reaper::Removal;
-use metal_guard::engine::config::ResidencyPolicy;
+use metal_guard_core::engine::config::ResidencyPolicy;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 
 pub static ADD_ALLOCATION: HookSlot = HookSlot::new(c"addAllocation:");

@@ -6,10 +6,10 @@
 
 use crate::gates::cooldown::{self, CooldownVerdict};
 use crate::gates::mlx_lock::{self, LockPaths, LockStatus};
-use crate::gates::shell_guard::{self, GuardPaths, GuardStatus};
 use crate::hardware::{self, HardwareInfo};
 use crate::orphans::{self, Orphan};
 use crate::registry::{self, installed::InstalledPackages, AdvisoryReport};
+use crate::shell_guard::{self, GuardPaths, GuardStatus};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;

@@ -28,7 +28,7 @@ const NOTE_CREATED: &str = "# (metal-guard created this file for this block)";
 const FISH_HEADER: &str = "# metal-guard shell guard (fish).";
 
 /// A shell the guard supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Shell {
     Zsh,

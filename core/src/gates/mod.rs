@@ -14,6 +14,5 @@ pub mod env_config;
 pub mod mlx_lock;
 pub mod panic_sources;
 pub mod sentinel;
-pub mod shell_guard;
 pub mod state_file;
 pub mod timefmt;
