@@ -4,7 +4,7 @@
 #   packaging/check-macos-wheel.sh WHEEL [MACHO_CHECK]
 #
 # MACHO_CHECK defaults to target/release/macho-check (the macOS helper's checker,
-# `cargo build --release -p metal-guard-shim --bin macho-check`). Checks:
+# `cargo build --release -p metal-guard-macho --bin macho-check`). Checks:
 #   - the wheel's tag names the platform honestly: py3-none-macosx_11_0_arm64
 #   - it carries exactly the two executables and the injected library, plus metal_guard/*.py
 #   - every Mach-O file inside passes macho-check (arm64, system libraries only,
@@ -17,7 +17,7 @@ fail() { echo "macOS wheel check FAILED: $*" >&2; exit 1; }
 wheel="${1:?usage: packaging/check-macos-wheel.sh WHEEL [MACHO_CHECK]}"
 checker="${2:-target/release/macho-check}"
 [ -f "$wheel" ] || fail "no wheel at $wheel; build it with packaging/build-wheel.sh --target aarch64-apple-darwin"
-[ -x "$checker" ] || fail "no checker at $checker; build it with cargo build --release -p metal-guard-shim --bin macho-check"
+[ -x "$checker" ] || fail "no checker at $checker; build it with cargo build --release -p metal-guard-macho --bin macho-check"
 
 name="$(basename "$wheel")"
 version="$(cut -d- -f2 <<<"$name")"

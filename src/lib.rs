@@ -3,5 +3,4 @@
 //! binaries (`metal-guard`, `mlx-safe-python`) are thin over it; nothing else
 //! in the workspace depends on this crate.
 
-pub mod launch_gate;
 pub mod selftest;

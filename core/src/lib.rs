@@ -10,6 +10,8 @@
 
 pub mod breadcrumbs;
 pub mod engine;
+pub mod env_vars;
+pub mod exit_status;
 pub mod forensics;
 pub mod gates;
 pub mod hardware;
@@ -24,3 +26,4 @@ pub mod state;
 pub mod status;
 #[cfg(target_os = "macos")]
 pub mod sysctl_macos;
+pub mod timefmt;

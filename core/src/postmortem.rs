@@ -4,7 +4,8 @@
 //! the panic sentinel, so the cooldown holds even after the reports rotate.
 
 use crate::forensics::{self, explain, PanicReport, ReportScan};
-use crate::gates::{env_config, sentinel, timefmt};
+use crate::gates::sentinel;
+use crate::{env_vars, timefmt};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -117,8 +118,8 @@ pub fn run_postmortem(
 
     let mut sentinel_until = None;
     if let Some(latest) = iogpu.first() {
-        let hours = env_config::positive_hours(
-            &env_config::process_env,
+        let hours = env_vars::positive_hours(
+            &env_vars::process_env,
             "METALGUARD_POSTMORTEM_SENTINEL_H",
             DEFAULT_SENTINEL_H,
             &mut warnings,

@@ -579,7 +579,7 @@ pub fn status(paths: &GuardPaths) -> GuardStatus {
         shells,
         script: paths.script(),
         script_present: paths.script().is_file(),
-        disabled_by_env: crate::gates::env_config::is_truthy(
+        disabled_by_env: crate::env_vars::is_truthy(
             std::env::var("METALGUARD_SHELL_GUARD_DISABLED")
                 .ok()
                 .as_deref(),

@@ -91,8 +91,8 @@ pub fn breadcrumb_tail(path: &Path, n: usize, warnings: &mut Vec<String>) -> Vec
 
 /// The orphan threshold: `METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC`, else 90 s.
 pub fn orphan_threshold(warnings: &mut Vec<String>) -> f64 {
-    crate::gates::env_config::positive_seconds(
-        &crate::gates::env_config::process_env,
+    crate::env_vars::positive_seconds(
+        &crate::env_vars::process_env,
         "METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC",
         orphans::DEFAULT_THRESHOLD_SEC,
         warnings,
@@ -155,5 +155,5 @@ pub fn status_path() -> PathBuf {
 pub fn write_snapshot(path: &Path, snap: &StatusSnapshot) -> std::io::Result<Option<String>> {
     let mut bytes = serde_json::to_vec_pretty(snap).expect("the snapshot serializes");
     bytes.push(b'\n');
-    crate::gates::state_file::write_state(path, &bytes)
+    crate::state::write_state::write_state(path, &bytes)
 }

@@ -5,8 +5,8 @@
 //! one call into it.
 
 use metal_guard_core::engine::cadence::CadencePolicy;
+use metal_guard_core::env_vars::process_env;
 use metal_guard_core::gates::cadence::{self as gate_cadence, CadenceDecision};
-use metal_guard_core::gates::env_config::process_env;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 

@@ -14,10 +14,12 @@
 //! and the exit drain. Every device's concrete class is then hooked once.
 
 use crate::breadcrumb_sink::Event;
-use crate::gate_check::{self, GateOutcome};
 use crate::guard::{guard, Guard};
 use crate::hooks;
 use crate::objc_runtime::{Id, ObjcRuntime};
+use metal_guard_core::gates::start_gate::{
+    self, CooldownGate, Handoff, HandoffOutcome, StartOutcome, VerdictSource, FORCE_VAR,
+};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 use std::time::Duration;
@@ -124,37 +126,64 @@ pub(crate) fn quiet_panic_messages() {
     }));
 }
 
+/// Lever (e): the start gate, once, when the process first gets a device and
+/// before any GPU work. The launcher's decision is taken when it was made
+/// for this very process (`METALGUARD_GATE_HANDOFF`); otherwise (injected
+/// without the launcher, or a child forked later) the library asks the gate
+/// itself, through the one rule every part of metal-guard uses.
 fn apply_gate(guard: &Guard) {
-    let env = |k: &str| std::env::var(k).ok();
-    match gate_check::evaluate(&env, crate::gate_source::current) {
-        GateOutcome::Proceed => {}
-        GateOutcome::Failed(e) => {
-            eprintln!("metal-guard: the cooldown gate could not decide ({e}); continuing.");
+    let env = metal_guard_core::env_vars::process_env;
+    if let Some(handoff) = Handoff::for_process(&env, std::process::id()) {
+        let outcome = match handoff.outcome {
+            HandoffOutcome::Proceed => "proceed",
+            HandoffOutcome::Overridden => "overridden",
+            HandoffOutcome::FailedOpen => "failed_open",
+        };
+        guard.sink.write_now(
+            "GUARD_GATE",
+            "decided_by_launcher",
+            &[("outcome", outcome.into())],
+            false,
+        );
+        guard.sink.post(Event::new("GUARD_GATE", "checked"));
+        return;
+    }
+    if metal_guard_core::env_vars::flag(&env, "METALGUARD_PANIC_GATE_DISABLED") {
+        // Switched off: not even the report folders are read.
+        guard.sink.post(Event::new("GUARD_GATE", "checked"));
+        return;
+    }
+    let decision = start_gate::decide(
+        CooldownGate::from_environment().verdict(),
+        start_gate::force_requested(&env),
+        "metal-guard",
+    );
+    for line in decision.lines() {
+        eprintln!("{line}");
+    }
+    match decision.outcome {
+        StartOutcome::Proceed => {}
+        StartOutcome::FailedOpen { error } => {
             guard
                 .sink
-                .write_now("GUARD_GATE", "failed_open", &[("error", e)], true);
+                .write_now("GUARD_GATE", "failed_open", &[("error", error)], true);
         }
-        GateOutcome::Overridden { reason, by } => {
-            eprintln!("metal-guard: warning: {reason}; running anyway because {by}.");
+        StartOutcome::Overridden { reason, .. } => {
             guard.sink.write_now(
                 "GUARD_GATE",
                 "overridden",
-                &[("reason", reason), ("by", by.to_string())],
+                &[("reason", reason), ("by", format!("{FORCE_VAR}=1"))],
                 true,
             );
         }
-        GateOutcome::Blocked {
-            reason,
-            how_to_clear,
-        } => {
-            let clear = how_to_clear.unwrap_or_else(|| "metal-guard panic-gate".into());
+        StartOutcome::Blocked { reason, .. } => {
             let acts = guard.acts();
             eprintln!(
-                "metal-guard: {reason}. {} To clear: {clear}; to run anyway: MLX_SAFE_PYTHON_FORCE=1.",
+                "metal-guard: {}",
                 if acts {
-                    "Exiting before any GPU work (exit code 10)."
+                    "exiting before any GPU work (exit code 10)."
                 } else {
-                    "Observer mode: continuing."
+                    "observer mode: continuing."
                 }
             );
             guard.sink.write_now(
@@ -170,7 +199,7 @@ fn apply_gate(guard: &Guard) {
             if acts {
                 // SAFETY: exit(3) is safe to call from any thread; nothing of
                 // ours is mid-update (no GPU work has started).
-                unsafe { libc::exit(gate_check::EXIT_BLOCKED) };
+                unsafe { libc::exit(i32::from(start_gate::EXIT_BLOCKED)) };
             }
         }
     }

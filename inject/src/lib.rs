@@ -16,8 +16,6 @@ mod device_entry;
 #[cfg(target_os = "macos")]
 mod dyld_interpose;
 mod exit_drain;
-pub mod gate_check;
-mod gate_source;
 mod guard;
 mod hook_table;
 mod hooks;

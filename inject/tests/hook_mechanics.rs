@@ -514,7 +514,7 @@ fn a_cooldown_stops_the_process_before_any_gpu_work() {
     assert!(!r.values.contains_key("big"), "no allocation ran");
     assert!(
         r.stderr
-            .contains("Exiting before any GPU work (exit code 10)"),
+            .contains("exiting before any GPU work (exit code 10)"),
         "{}",
         r.stderr
     );

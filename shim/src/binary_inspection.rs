@@ -12,7 +12,7 @@ use crate::injection_rules::{
     BinaryFacts, BinaryFormat, MachOFacts, SignatureFacts, ALLOW_DYLD_ENV,
     DISABLE_LIBRARY_VALIDATION,
 };
-use crate::macho;
+use metal_guard_macho as macho;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, PermissionsExt};

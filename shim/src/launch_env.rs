@@ -89,17 +89,10 @@ impl LaunchEnv {
         self.var(name).map(PathBuf::from)
     }
 
-    /// True for `1`, `true`, `yes`, `on` (any case).
+    /// Whether a flag is on, by the one flag rule
+    /// (`metal_guard_core::env_vars::parse_switch`).
     pub fn flag(&self, name: &str) -> bool {
-        self.var(name)
-            .and_then(OsStr::to_str)
-            .map(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "on"
-                )
-            })
-            .unwrap_or(false)
+        metal_guard_core::env_vars::is_truthy(self.var(name).and_then(OsStr::to_str))
     }
 
     /// `HOME`, if set.

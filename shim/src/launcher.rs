@@ -6,26 +6,28 @@
 
 use crate::binary_inspection::inspect_binary;
 use crate::exec_plan::{choose_python, find_command, plan_exec, ExecPlan, PlanError};
-use crate::gate::{
-    apply_gate, gate_exempt_module, GateStep, GateVerdict, LaunchGate, EXIT_BLOCKED, FORCE_VAR,
-};
+use crate::gate_exemption::gate_exempt_module;
 use crate::handshake::{probe, spawn_watcher, HandshakeDir, ProbeOutcome, HANDSHAKE_PATH_VAR};
 use crate::injection_rules::{injection_blockers, BinaryFormat};
 use crate::launch_env::LaunchEnv;
 use crate::library_locator::{library_file_name, locate_library};
 use crate::preload_env::{compose_preload, preload_variable, without_library};
 use crate::process_exec::{compose_environment, exec_replace};
+use metal_guard_core::exit_status;
+use metal_guard_core::gates::start_gate::{
+    self, Handoff, StartOutcome, VerdictSource, EXIT_BLOCKED, FORCE_VAR, HANDOFF_VAR,
+};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 /// The launcher itself failed (the library is missing, say); like `env`'s 125.
-pub const EXIT_LAUNCHER_FAILED: u8 = 125;
+pub const EXIT_LAUNCHER_FAILED: u8 = exit_status::LAUNCHER_FAILED;
 /// The program was found but cannot be run as asked (it would drop the guard).
-pub const EXIT_CANNOT_RUN: u8 = 126;
+pub const EXIT_CANNOT_RUN: u8 = exit_status::CANNOT_RUN;
 /// Nothing to run was found.
-pub const EXIT_NOT_FOUND: u8 = 127;
+pub const EXIT_NOT_FOUND: u8 = exit_status::NOT_FOUND;
 /// `--check` found that the guard would not be there.
-pub const EXIT_CHECK_FAILED: u8 = 1;
+pub const EXIT_CHECK_FAILED: u8 = exit_status::FINDING;
 
 const PYTHON_REFUSAL_HINT: &str = "install Python with uv (`uv python install`), Homebrew or pyenv and run that, or set MLX_SAFE_PYTHON_BIN to it; `--no-inject` runs with the cooldown gate only";
 const COMMAND_REFUSAL_HINT: &str = "run the program from a location outside the protected paths (or its Python script with an interpreter from uv, Homebrew or pyenv); `--no-inject` runs with the cooldown gate only";
@@ -58,7 +60,7 @@ pub struct LaunchOptions {
 /// `mlx-safe-python ARGS...`: leading `--check` / `--no-inject` are the
 /// launcher's own (Python has no such options); everything else is Python's,
 /// passed through byte for byte. Returns the exit status when it does not exec.
-pub fn mlx_safe_python_main(args: Vec<OsString>, gate: &dyn LaunchGate) -> u8 {
+pub fn mlx_safe_python_main(args: Vec<OsString>, gate: &dyn VerdictSource) -> u8 {
     let mut options = LaunchOptions {
         tool: "mlx-safe-python".to_owned(),
         inject: true,
@@ -87,7 +89,7 @@ pub fn mlx_safe_python_main(args: Vec<OsString>, gate: &dyn LaunchGate) -> u8 {
 pub fn launch(
     target: Target,
     options: &LaunchOptions,
-    gate: &dyn LaunchGate,
+    gate: &dyn VerdictSource,
     env: &LaunchEnv,
 ) -> u8 {
     if options.check {
@@ -102,20 +104,21 @@ pub fn launch(
         }
     };
     let force = options.force || env.flag(FORCE_VAR);
-    match apply_gate(gate, exemption(&target, &plan), force, tool) {
-        GateStep::Stop { lines } => {
-            for line in lines {
-                eprintln!("{line}");
-            }
+    let mut sets = plan.env_sets.clone();
+    if exemption(&target, &plan).is_none() {
+        let decision = start_gate::decide(gate.verdict(), force, tool);
+        for line in decision.lines() {
+            eprintln!("{line}");
+        }
+        if !decision.runs() {
             return EXIT_BLOCKED;
         }
-        GateStep::Run { notices } => {
-            for notice in notices {
-                eprintln!("{notice}");
-            }
+        // The program keeps this pid across the exec: its guard library
+        // takes this decision instead of asking the gate again.
+        if let Some(value) = Handoff::value_for(std::process::id(), &decision) {
+            sets.push((HANDOFF_VAR.into(), value.into()));
         }
     }
-    let mut sets = plan.env_sets.clone();
     let mut watcher_dir = None;
     if options.inject {
         for binary in &plan.checked_binaries {
@@ -262,7 +265,12 @@ fn blockers_for(env: &LaunchEnv, plan: &ExecPlan, binary: &Path) -> Result<Vec<S
 }
 
 /// `--check`: print every step, probe the guard, exec nothing.
-fn check(target: &Target, options: &LaunchOptions, gate: &dyn LaunchGate, env: &LaunchEnv) -> u8 {
+fn check(
+    target: &Target,
+    options: &LaunchOptions,
+    gate: &dyn VerdictSource,
+    env: &LaunchEnv,
+) -> u8 {
     let tool = options.tool.as_str();
     let mut problems: Vec<String> = Vec::new();
     let mut blocked_now = false;
@@ -283,33 +291,36 @@ fn check(target: &Target, options: &LaunchOptions, gate: &dyn LaunchGate, env: &
     let force = options.force || env.flag(FORCE_VAR);
     let gate_line = match exemption(target, &plan) {
         Some(module) => format!("skipped ({module} does not use the GPU)"),
-        None => match gate.verdict() {
-            GateVerdict::Proceed { notices } => {
-                for notice in notices {
-                    println!("  {notice}");
-                }
-                "proceed".to_owned()
+        None => {
+            let decision = start_gate::decide(gate.verdict(), force, tool);
+            for notice in &decision.notices {
+                println!("  {notice}");
             }
-            GateVerdict::Blocked {
-                reason,
-                how_to_clear,
-                notices,
-            } => {
-                for notice in notices {
-                    println!("  {notice}");
-                }
-                let clear = how_to_clear.map(|h| format!("; {h}")).unwrap_or_default();
-                if force {
-                    format!("BLOCKED, overridden by {FORCE_VAR}=1: {reason}{clear}")
-                } else {
+            let clear = |h: Option<String>| h.map(|h| format!("; {h}")).unwrap_or_default();
+            match decision.outcome {
+                StartOutcome::Proceed => "proceed".to_owned(),
+                StartOutcome::Overridden {
+                    reason,
+                    how_to_clear,
+                } => format!(
+                    "BLOCKED, overridden by {FORCE_VAR}=1: {reason}{}",
+                    clear(how_to_clear)
+                ),
+                StartOutcome::Blocked {
+                    reason,
+                    how_to_clear,
+                } => {
                     blocked_now = true;
-                    format!("BLOCKED (a run would exit {EXIT_BLOCKED}): {reason}{clear}")
+                    format!(
+                        "BLOCKED (a run would exit {EXIT_BLOCKED}): {reason}{}",
+                        clear(how_to_clear)
+                    )
+                }
+                StartOutcome::FailedOpen { error } => {
+                    format!("could not decide ({error}); a run would go ahead")
                 }
             }
-            GateVerdict::Failed { error } => {
-                format!("could not decide ({error}); a run would go ahead")
-            }
-        },
+        }
     };
     println!("  gate:      {gate_line}");
 

@@ -4,6 +4,7 @@
 //! they are present. The macOS rules are pure functions over the facts, so
 //! they run on any host.
 
+#[path = "../../macho/tests/common/mod.rs"]
 mod common;
 
 use common::{code_signature, fat, ImageSpec, CPU_TYPE_ARM64, CPU_TYPE_X86_64};

@@ -2,12 +2,12 @@
 //! with the metal-guard library injected and the cooldown gate checked first.
 //! See `docs/launcher.md`.
 
-use metal_guard::launch_gate::CooldownLaunchGate;
+use metal_guard_core::gates::start_gate::CooldownGate;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = std::env::args_os().skip(1).collect();
-    let gate = CooldownLaunchGate::from_environment();
+    let gate = CooldownGate::from_environment();
     ExitCode::from(metal_guard_shim::launcher::mlx_safe_python_main(
         args, &gate,
     ))

@@ -2,7 +2,8 @@
 
 use super::exit;
 use metal_guard_core::forensics;
-use metal_guard_core::gates::{ack, cooldown, timefmt};
+use metal_guard_core::gates::{ack, cooldown};
+use metal_guard_core::timefmt;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]

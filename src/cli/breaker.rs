@@ -4,7 +4,8 @@
 use super::exit;
 use metal_guard_core::forensics;
 use metal_guard_core::gates::breaker::{self, BreakerPolicy};
-use metal_guard_core::gates::{cooldown, timefmt};
+use metal_guard_core::gates::cooldown;
+use metal_guard_core::timefmt;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]

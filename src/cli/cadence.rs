@@ -2,8 +2,8 @@
 //! across processes (0 clear and marked, 2 too soon).
 
 use super::exit;
+use metal_guard_core::env_vars;
 use metal_guard_core::gates::cadence::{self, CadenceDecision, CadencePolicy};
-use metal_guard_core::gates::env_config;
 use std::process::ExitCode;
 use time::Duration;
 
@@ -34,7 +34,7 @@ fn seconds(flag: &str, v: f64) -> Result<Duration, String> {
 
 pub fn run(args: Args) -> ExitCode {
     let mut warnings = Vec::new();
-    let mut policy = CadencePolicy::from_env(&env_config::process_env, &mut warnings);
+    let mut policy = CadencePolicy::from_env(&env_vars::process_env, &mut warnings);
     match seconds("--min-interval", args.min_interval) {
         Ok(d) => policy.min_interval = d,
         Err(e) => {

@@ -3,7 +3,7 @@
 
 use super::exit;
 use metal_guard_core::gates::mlx_lock::{self, AcquireError, LockPaths, ReleaseOutcome};
-use metal_guard_core::gates::timefmt;
+use metal_guard_core::timefmt;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use super::exit;
 use metal_guard_core::orphans;
-use metal_guard_core::{breadcrumbs, gates::timefmt};
+use metal_guard_core::{breadcrumbs, timefmt};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]

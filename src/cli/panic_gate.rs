@@ -4,7 +4,7 @@
 use super::exit;
 use metal_guard_core::forensics;
 use metal_guard_core::gates::cooldown::{self, CooldownVerdict, VerdictKind};
-use metal_guard_core::gates::timefmt;
+use metal_guard_core::timefmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,7 +1,7 @@
 //! `metal-guard postmortem DIR`: collect the diagnostic bundle after a panic.
 
 use super::exit;
-use metal_guard_core::gates::{env_config, timefmt};
+use metal_guard_core::{env_vars, timefmt};
 use metal_guard_core::{forensics, postmortem};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    if env_config::flag(&env_config::process_env, "METALGUARD_POSTMORTEM_DISABLED") {
+    if env_vars::flag(&env_vars::process_env, "METALGUARD_POSTMORTEM_DISABLED") {
         println!("postmortem disabled by METALGUARD_POSTMORTEM_DISABLED; nothing written");
         return ExitCode::from(exit::OK);
     }

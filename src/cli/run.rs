@@ -3,7 +3,7 @@
 //! version-manager shims followed to the real interpreter so that nothing
 //! SIP-protected sits in the exec chain. See `docs/launcher.md`.
 
-use metal_guard::launch_gate::CooldownLaunchGate;
+use metal_guard_core::gates::start_gate::CooldownGate;
 use metal_guard_shim::launch_env::LaunchEnv;
 use metal_guard_shim::launcher::{launch, LaunchOptions, Target};
 use std::ffi::OsString;
@@ -49,6 +49,6 @@ pub fn run(args: Args) -> ExitCode {
         command,
         args: words.collect(),
     };
-    let gate = CooldownLaunchGate::from_environment();
+    let gate = CooldownGate::from_environment();
     ExitCode::from(launch(target, &options, &gate, &LaunchEnv::from_process()))
 }

@@ -3,15 +3,17 @@
 //! from the program's own report, the guard's handshake and its breadcrumbs,
 //! that the guard is really there. See `docs/selftest.md`.
 
-use metal_guard::launch_gate::CooldownLaunchGate;
 use metal_guard::selftest::{
     breadcrumbs_for_pid, check_device_class, check_hooks, check_library_loaded, check_refusal,
     check_summary, check_tiny_program, parse_program_report, Check, Environment, ProgramReport,
     SelftestReport, CEILING_GIB, OVERSIZE_BYTES,
 };
+use metal_guard_core::env_vars;
+use metal_guard_core::gates::start_gate::{
+    self, CooldownGate, StartOutcome, VerdictSource, FORCE_VAR,
+};
 use metal_guard_shim::binary_inspection::inspect_binary;
 use metal_guard_shim::exec_plan::{choose_python, plan_exec, PYTHON_BIN_VAR};
-use metal_guard_shim::gate::{GateVerdict, LaunchGate, FORCE_VAR};
 use metal_guard_shim::injection_rules::BinaryFormat;
 use metal_guard_shim::launch_env::{LaunchEnv, Platform};
 use std::ffi::OsString;
@@ -108,28 +110,30 @@ pub fn run(args: Args) -> ExitCode {
     }
 
     let mut notes: Vec<String> = Vec::new();
-    let mut force = args.force;
-    match CooldownLaunchGate::from_environment().verdict() {
-        GateVerdict::Blocked {
+    // The one override rule; `--force` is the self-test's own spelling of it.
+    let force = args.force || start_gate::force_requested(&env_vars::process_env);
+    let decision = start_gate::decide(
+        CooldownGate::from_environment().verdict(),
+        force,
+        "metal-guard selftest",
+    );
+    match decision.outcome {
+        StartOutcome::Blocked {
             reason,
             how_to_clear,
-            ..
         } => {
-            if !args.force {
-                let clear = how_to_clear.map(|h| format!("; {h}")).unwrap_or_default();
-                return could_not_run(&format!(
-                    "the cooldown gate blocks GPU work right now ({reason}{clear}); the self-test does real GPU work, so it waits too: run `metal-guard selftest --force` to run it anyway"
-                ));
-            }
-            notes.push(format!("cooldown in force, run with --force: {reason}"));
+            let clear = how_to_clear.map(|h| format!("; {h}")).unwrap_or_default();
+            return could_not_run(&format!(
+                "the cooldown gate blocks GPU work right now ({reason}{clear}); the self-test does real GPU work, so it waits too: run `metal-guard selftest --force` to run it anyway"
+            ));
         }
-        GateVerdict::Failed { error } => {
+        StartOutcome::Overridden { reason, .. } => {
+            notes.push(format!("cooldown in force, run with --force: {reason}"))
+        }
+        StartOutcome::FailedOpen { error } => {
             notes.push(format!("the cooldown gate could not decide ({error})"))
         }
-        GateVerdict::Proceed { .. } => {}
-    }
-    if std::env::var_os(FORCE_VAR).is_some_and(|v| v == "1") {
-        force = true;
+        StartOutcome::Proceed => {}
     }
 
     let folder = match tempfile::Builder::new()

@@ -2,9 +2,9 @@
 //! the verdict (0 proceed, 2 cooldown or lockout, 3 the gate failed).
 
 use metal_guard_core::forensics;
-use metal_guard_core::gates::timefmt;
 use metal_guard_core::registry::AdvisoryMatch;
 use metal_guard_core::status::{self, StatusSnapshot};
+use metal_guard_core::timefmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

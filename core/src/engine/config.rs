@@ -125,21 +125,17 @@ impl Reader<'_> {
         default
     }
 
+    /// A switch, by the one flag rule (`crate::env_vars::parse_switch`).
     fn switch(&mut self, key: &str, default: bool) -> bool {
-        self.choice(
-            key,
-            default,
-            &[
-                ("on", true),
-                ("1", true),
-                ("true", true),
-                ("yes", true),
-                ("off", false),
-                ("0", false),
-                ("false", false),
-                ("no", false),
-            ],
-        )
+        let Some(v) = self.raw(key) else {
+            return default;
+        };
+        crate::env_vars::parse_switch(&v).unwrap_or_else(|| {
+            self.warnings.push(format!(
+                "{key}={v} is not one of on|1|true|yes|off|0|false|no; using the default"
+            ));
+            default
+        })
     }
 
     fn number(&mut self, key: &str) -> Option<f64> {

@@ -2,7 +2,7 @@
 //! file's modification time counts (the Python tool's rule), so `touch`
 //! works as well as `metal-guard ack`.
 
-use super::timefmt;
+use crate::timefmt;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
@@ -62,7 +62,7 @@ pub fn write_ack(path: &Path, now: OffsetDateTime) -> std::io::Result<Option<Str
         "metal-guard lockout acknowledged at {}\nOnly this file's modification time counts; it is valid for 24 h.\n",
         timefmt::iso(now)
     );
-    super::state_file::write_state(path, text.as_bytes())
+    crate::state::write_state::write_state(path, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! reports and the ledger rotate; `metal-guard breaker clear` records a
 //! `cleared_at` and the breaker then ignores panics up to that moment.
 
-use super::timefmt;
 use crate::state::tolerant_json::{self, Loaded};
+use crate::timefmt;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -177,7 +177,7 @@ pub fn needs_recording(status: &BreakerStatus, file: Option<&BreakerFile>) -> bo
 pub fn write_breaker(path: &Path, file: &BreakerFile) -> std::io::Result<Option<String>> {
     let mut bytes = serde_json::to_vec_pretty(file).expect("breaker state always serializes");
     bytes.push(b'\n');
-    super::state_file::write_state(path, &bytes)
+    crate::state::write_state::write_state(path, &bytes)
 }
 
 /// Clears the breaker at `now`: panics up to now no longer count.

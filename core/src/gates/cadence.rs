@@ -10,10 +10,10 @@
 //! `cadence.json.lock` is held around read-modify-write, and the file is
 //! replaced atomically. Of N processes racing on a fresh model, one passes.
 
-use super::env_config::{self, Lookup};
-use super::timefmt;
+use crate::env_vars::{self, Lookup};
 use crate::state::file_lock::{FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
+use crate::timefmt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ impl CadencePolicy {
     pub fn from_env(get: Lookup<'_>, warnings: &mut Vec<String>) -> CadencePolicy {
         let cross = match get("METALGUARD_CROSS_MODEL_INTERVAL") {
             Some(v) if v.trim().is_empty() || v.trim() == "0" => None,
-            Some(_) => Some(Duration::seconds_f64(env_config::positive_seconds(
+            Some(_) => Some(Duration::seconds_f64(env_vars::positive_seconds(
                 get,
                 "METALGUARD_CROSS_MODEL_INTERVAL",
                 DEFAULT_MIN_INTERVAL_SEC,
@@ -167,7 +167,7 @@ pub fn check_and_mark_at(
             .collect();
         let mut bytes = serde_json::to_vec_pretty(&out).expect("a map of floats serializes");
         bytes.push(b'\n');
-        match super::state_file::write_state(path, &bytes) {
+        match crate::state::write_state::write_state(path, &bytes) {
             Ok(w) => warnings.extend(w),
             Err(e) => return Err(CadenceError(format!("cadence check failed: {e}"))),
         }

@@ -20,19 +20,20 @@
 
 use super::ack;
 use super::breaker::{self, BreakerFile, BreakerPolicy, BreakerStatus};
-use super::env_config::{self, Lookup};
+use super::panic_sources::{self, GateError, PanicEvent};
 use super::sentinel::{self, Sentinel};
-use super::timefmt;
+use crate::env_vars::{self, Lookup};
+use crate::timefmt;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};
 
 /// Exit code: proceed.
-pub const EXIT_PROCEED: u8 = 0;
+pub const EXIT_PROCEED: u8 = crate::exit_status::SUCCESS;
 /// Exit code: a cooldown or a lockout is in force.
-pub const EXIT_BLOCKED: u8 = 2;
+pub const EXIT_BLOCKED: u8 = crate::exit_status::GATE_BLOCKED;
 /// Exit code: the gate itself failed; the caller decides whether to fail open.
-pub const EXIT_GATE_FAILED: u8 = 3;
+pub const EXIT_GATE_FAILED: u8 = crate::exit_status::COULD_NOT_ANSWER;
 
 /// Panic reports with a time further in the future than this are ignored
 /// (a wrong clock must not lock the machine until the clock catches up).
@@ -46,17 +47,6 @@ pub enum VerdictKind {
     Cooldown,
     Lockout,
     Disabled,
-}
-
-/// One IOGPU panic as the verdict counts it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PanicEvent {
-    #[serde(with = "time::serde::rfc3339")]
-    pub time: OffsetDateTime,
-    /// Signature name (`prepare_count_underflow`, ...).
-    pub signature: String,
-    /// Where it was seen: a report file or the ledger.
-    pub source: String,
 }
 
 /// The staircase thresholds.
@@ -89,31 +79,31 @@ impl CooldownPolicy {
         let d = CooldownPolicy::default();
         let hours = |h: f64| Duration::seconds_f64(h * 3600.0);
         CooldownPolicy {
-            stage1: hours(env_config::positive_hours(
+            stage1: hours(env_vars::positive_hours(
                 get,
                 "METALGUARD_PANIC_COOLDOWN_STAGE1_H",
                 2.0,
                 warnings,
             )),
-            lockout_24h_n: env_config::positive_count(
+            lockout_24h_n: env_vars::positive_count(
                 get,
                 "METALGUARD_PANIC_LOCKOUT_24H_N",
                 d.lockout_24h_n,
                 warnings,
             ),
-            lockout_72h_n: env_config::positive_count(
+            lockout_72h_n: env_vars::positive_count(
                 get,
                 "METALGUARD_PANIC_LOCKOUT_72H_N",
                 d.lockout_72h_n,
                 warnings,
             ),
-            lockout_max: hours(env_config::positive_hours(
+            lockout_max: hours(env_vars::positive_hours(
                 get,
                 "METALGUARD_PANIC_LOCKOUT_MAX_H",
                 72.0,
                 warnings,
             )),
-            disabled: env_config::flag(get, "METALGUARD_PANIC_GATE_DISABLED"),
+            disabled: env_vars::flag(get, "METALGUARD_PANIC_GATE_DISABLED"),
             breaker: d.breaker,
         }
     }
@@ -165,27 +155,6 @@ impl CooldownVerdict {
         self.exit_code == EXIT_PROCEED
     }
 }
-
-/// Why the gate could not decide.
-#[derive(Debug)]
-pub enum GateError {
-    /// A report directory exists but cannot be listed: a panic may be hiding there.
-    ReportsUnreadable { dir: PathBuf, cause: std::io::Error },
-}
-
-impl std::fmt::Display for GateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            GateError::ReportsUnreadable { dir, cause } => write!(
-                f,
-                "cannot list panic reports in {} ({cause}); fix its permissions or pass readable folders with `metal-guard panic-gate --reports DIR`",
-                dir.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for GateError {}
 
 /// The pure rule: the verdict at `now` from `inputs`.
 pub fn evaluate_cooldown(inputs: &CooldownInputs, now: OffsetDateTime) -> CooldownVerdict {
@@ -403,7 +372,7 @@ pub fn current_verdict(report_dirs: &[PathBuf]) -> Result<CooldownVerdict, GateE
     verdict_with(
         report_dirs,
         &GatePaths::from_home(),
-        &env_config::process_env,
+        &env_vars::process_env,
         OffsetDateTime::now_utc(),
     )
 }
@@ -419,8 +388,8 @@ pub fn verdict_with(
     let policy = CooldownPolicy::from_env(env, &mut warnings);
     let since = now - policy.lockout_max.max(Duration::hours(72)) - Duration::hours(1);
     let mut panics =
-        super::panic_sources::reports_since(report_dirs, since, now, &paths.ledger, &mut warnings)?;
-    panics.extend(super::panic_sources::ledger_since(
+        panic_sources::reports_since(report_dirs, since, now, &paths.ledger, &mut warnings)?;
+    panics.extend(panic_sources::ledger_since(
         &paths.ledger,
         since,
         &mut warnings,
@@ -449,19 +418,6 @@ pub fn verdict_with(
         }
     }
     Ok(verdict)
-}
-
-/// Whether `path` (a report directory) exists but cannot be listed.
-pub fn check_listable(path: &Path) -> Result<(), GateError> {
-    match std::fs::read_dir(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(()),
-        Err(cause) => Err(GateError::ReportsUnreadable {
-            dir: path.to_path_buf(),
-            cause,
-        }),
-    }
 }
 
 #[cfg(test)]

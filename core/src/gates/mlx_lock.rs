@@ -9,9 +9,9 @@
 //! removed before it is released. A record left by the Python tool whose
 //! process is still alive is honoured as a holder too.
 
-use super::timefmt;
 use crate::state::file_lock::{self, FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
+use crate::timefmt;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -171,7 +171,7 @@ impl Drop for MlxLockGuard {
 fn write_record(path: &Path, record: &HolderRecord) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(record).expect("a holder record serializes");
     bytes.push(b'\n');
-    super::state_file::write_state(path, &bytes).map(|_| ())
+    crate::state::write_state::write_state(path, &bytes).map(|_| ())
 }
 
 fn host_name() -> Option<String> {

@@ -3,11 +3,56 @@
 //! de-duplicated ledger `~/.cache/metal-guard/panics.jsonl`, which keeps a
 //! panic after its report has rotated away.
 
-use super::cooldown::{check_listable, GateError, PanicEvent};
-use super::timefmt;
 use crate::forensics::{panic_ledger, scan_reports, ReportScan};
+use crate::timefmt;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
+
+/// One IOGPU panic as the verdict counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PanicEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// Signature name (`prepare_count_underflow`, ...).
+    pub signature: String,
+    /// Where it was seen: a report file or the ledger.
+    pub source: String,
+}
+
+/// Why the gate could not decide.
+#[derive(Debug)]
+pub enum GateError {
+    /// A report directory exists but cannot be listed: a panic may be hiding there.
+    ReportsUnreadable { dir: PathBuf, cause: std::io::Error },
+}
+
+impl std::fmt::Display for GateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateError::ReportsUnreadable { dir, cause } => write!(
+                f,
+                "cannot list panic reports in {} ({cause}); fix its permissions or pass readable folders with `metal-guard panic-gate --reports DIR`",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GateError {}
+
+/// Whether `path` (a report directory) exists but cannot be listed.
+pub fn check_listable(path: &Path) -> Result<(), GateError> {
+    match std::fs::read_dir(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(()),
+        Err(cause) => Err(GateError::ReportsUnreadable {
+            dir: path.to_path_buf(),
+            cause,
+        }),
+    }
+}
 
 /// IOGPU panics in `dirs` newer than `since`. A report without a time of its
 /// own is placed at its file's modification time. A directory that exists

@@ -7,8 +7,8 @@
 //! [`SENTINEL_MAX_SPAN`] after it was created (its `created_at`, or the
 //! file's modification time when that is missing), whatever it says.
 
-use super::timefmt;
 use crate::state::tolerant_json::{self, Loaded};
+use crate::timefmt;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -109,7 +109,7 @@ pub fn write_sentinel(
     });
     let mut bytes = serde_json::to_vec_pretty(&body).expect("a JSON value always serializes");
     bytes.push(b'\n');
-    super::state_file::write_state(path, &bytes)
+    crate::state::write_state::write_state(path, &bytes)
 }
 
 #[cfg(test)]

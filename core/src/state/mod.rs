@@ -5,3 +5,4 @@ pub mod atomic_file;
 pub mod durable_sync;
 pub mod file_lock;
 pub mod tolerant_json;
+pub mod write_state;

@@ -82,12 +82,9 @@ static COUNTERS: CudaCounters = CudaCounters {
 pub fn enabled() -> bool {
     static SWITCHED_OFF: OnceLock<bool> = OnceLock::new();
     let off = *SWITCHED_OFF.get_or_init(|| {
-        matches!(
-            std::env::var("METALGUARD_CUDA")
-                .ok()
-                .as_deref()
-                .map(str::trim),
-            Some("off" | "0" | "false" | "no")
+        // The one flag rule, so `METALGUARD_CUDA=OFF` switches it off too.
+        metal_guard_core::env_vars::is_switched_off(
+            std::env::var("METALGUARD_CUDA").ok().as_deref(),
         )
     });
     !off && guard().is_some()

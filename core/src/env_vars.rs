@@ -1,5 +1,5 @@
-//! The environment switches the gates honour (names shared with the Python
-//! tool). Values are read through a lookup function so tests never touch the
+//! Reading environment variables: the one flag rule and the number rules
+//! every setting uses (names shared with the Python tool). Values are read through a lookup function so tests never touch the
 //! process environment. A bad value is a one-line warning and the default,
 //! never a silent hole: a threshold of 0 or a negative cooldown would let
 //! panics through, so those are refused too.
@@ -12,13 +12,27 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// `1`, `true`, `yes`, `on` (any case) switch a flag on; anything else,
-/// including an empty value or `0`, leaves it off.
+/// THE flag rule of every part of metal-guard (the CLI, the launcher, the
+/// injected library, both GPU backends): `1`, `true`, `yes`, `on` switch a
+/// flag on and `0`, `false`, `no`, `off` switch it off, in any case and with
+/// surrounding blanks; anything else (an empty value included) is neither.
+pub fn parse_switch(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a flag is on: only a value [`parse_switch`] reads as on.
 pub fn is_truthy(value: Option<&str>) -> bool {
-    matches!(
-        value.map(|v| v.trim().to_ascii_lowercase()).as_deref(),
-        Some("1" | "true" | "yes" | "on")
-    )
+    value.and_then(parse_switch) == Some(true)
+}
+
+/// Whether a switch is explicitly off (`METALGUARD_CUDA=OFF`, say); unset,
+/// empty or unreadable leaves it on.
+pub fn is_switched_off(value: Option<&str>) -> bool {
+    value.and_then(parse_switch) == Some(false)
 }
 
 /// A flag variable.

@@ -3,7 +3,7 @@
 //! `FAIL:` line per problem; exits 1 if any file fails, 2 if one cannot be read.
 
 use clap::{Parser, Subcommand};
-use metal_guard_shim::macho_check::{self, DylibExpectations, Problem, Summary};
+use metal_guard_macho::check::{self, DylibExpectations, Problem, Summary};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             let mut expect = DylibExpectations::metal_guard_inject();
             expect.required_exports.extend(expect_export);
             match std::fs::read(&path) {
-                Ok(data) => report(&path, macho_check::check_dylib(&data, &expect)),
+                Ok(data) => report(&path, check::check_dylib(&data, &expect)),
                 Err(e) => {
                     eprintln!(
                         "error: cannot read {}: {e}; build it first with `cargo zigbuild --release --target aarch64-apple-darwin -p metal-guard-inject`",
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         Command::Executable { paths } => {
             for path in paths {
                 match std::fs::read(&path) {
-                    Ok(data) => report(&path, macho_check::check_executable(&data)),
+                    Ok(data) => report(&path, check::check_executable(&data)),
                     Err(e) => {
                         eprintln!(
                             "error: cannot read {}: {e}; build it first with `cargo zigbuild --release --target aarch64-apple-darwin`",

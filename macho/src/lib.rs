@@ -18,6 +18,8 @@ mod chained;
 mod codesign;
 mod exports;
 
+pub mod check;
+
 pub use binds::{Bind, BindSource, LibraryOrdinal};
 pub use codesign::{
     CodeDirectory, CodeSignature, HashCheck, CS_ADHOC, CS_HARD, CS_KILL, CS_LINKER_SIGNED,

@@ -6,9 +6,7 @@
 //! each failed expectation becomes one [`Problem`] naming what is wrong and
 //! what it breaks on a Mac.
 
-use crate::macho::{
-    self, Bind, DylibLinkKind, FileType, HashCheck, LibraryOrdinal, MachO, MachOError,
-};
+use crate::{Bind, DylibLinkKind, FileType, HashCheck, LibraryOrdinal, MachO, MachOError};
 use std::fmt;
 
 /// One way a file falls short.
@@ -138,7 +136,7 @@ pub fn check_dylib(data: &[u8], expect: &DylibExpectations) -> Result<Summary, V
                 "arm64 dylib for macOS {}+, install name {}, {} interposed ({}), {}",
                 image
                     .build_version
-                    .map_or_else(String::new, |v| macho::format_version(v.minos)),
+                    .map_or_else(String::new, |v| crate::format_version(v.minos)),
                 expect.install_name,
                 expect.interposed.len(),
                 expect
@@ -195,7 +193,7 @@ pub fn check_executable(data: &[u8]) -> Result<Summary, Vec<Problem>> {
                 "arm64 executable for macOS {}+, links {} system dylib(s), {}",
                 image
                     .build_version
-                    .map_or_else(String::new, |v| macho::format_version(v.minos)),
+                    .map_or_else(String::new, |v| crate::format_version(v.minos)),
                 image.dylibs.len(),
                 signature
             ),
@@ -206,7 +204,7 @@ pub fn check_executable(data: &[u8]) -> Result<Summary, Vec<Problem>> {
 }
 
 fn open_arm64(data: &[u8]) -> Result<MachO<'_>, Problem> {
-    let slice = macho::arm64_image(data).map_err(|e| match e {
+    let slice = crate::arm64_image(data).map_err(|e| match e {
         MachOError::NoArm64 { found } => Problem(format!(
             "wrong architecture: {} (Apple Silicon needs arm64)",
             found.join(", ")
@@ -236,8 +234,8 @@ fn check_platform(image: &MachO<'_>, problems: &mut Vec<Problem>) {
         ))),
         Some(v) if v.minos > OLDEST_MACOS => problems.push(Problem(format!(
             "requires macOS {} or newer, but must run on every Apple Silicon Mac (macOS {}): build with MACOSX_DEPLOYMENT_TARGET=11.0",
-            macho::format_version(v.minos),
-            macho::format_version(OLDEST_MACOS)
+            crate::format_version(v.minos),
+            crate::format_version(OLDEST_MACOS)
         ))),
         Some(_) => {}
     }

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use metal_guard_shim::macho::{self, LibraryOrdinal, MachO};
-use metal_guard_shim::macho_check::{check_dylib, check_executable, DylibExpectations};
+use metal_guard_macho::check::{check_dylib, check_executable, DylibExpectations};
+use metal_guard_macho::{self as macho, LibraryOrdinal, MachO};
 
 fn problems_of(data: &[u8]) -> Vec<String> {
     match check_dylib(data, &DylibExpectations::metal_guard_inject()) {

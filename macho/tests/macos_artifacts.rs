@@ -8,8 +8,8 @@
 //! them. When `llvm-objdump` is installed, its reading of the binds is the
 //! second opinion on ours.
 
-use metal_guard_shim::macho::{self, BindSource, LibraryOrdinal, MachO};
-use metal_guard_shim::macho_check::{check_dylib, check_executable, DylibExpectations};
+use metal_guard_macho::check::{check_dylib, check_executable, DylibExpectations};
+use metal_guard_macho::{self as macho, BindSource, LibraryOrdinal, MachO};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
