@@ -250,4 +250,34 @@ fn a_ctypes_workload_panics_bare_and_runs_clean_under_mlx_safe_python() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(10), "{}", text(&out.stderr));
+
+    // Forced through: the launcher decides once and hands its decision to the
+    // library in the program (same pid), which does not ask the gate again.
+    let out = bare
+        .command(MLX_SAFE_PYTHON)
+        .env("MLX_SAFE_PYTHON_FORCE", "1")
+        .arg(bare.p("drive.py"))
+        .arg(lib)
+        .arg("steady")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("overrides the cooldown").count(),
+        1,
+        "one override warning, from the launcher: {stderr}"
+    );
+    let crumbs = std::fs::read_to_string(bare.p("home/breadcrumbs.log")).unwrap_or_default();
+    let gate_lines: Vec<&str> = crumbs.lines().filter(|l| l.contains("GUARD_GATE")).collect();
+    assert!(
+        gate_lines
+            .iter()
+            .any(|l| l.contains("decided_by_launcher") && l.contains("outcome=overridden")),
+        "{crumbs}"
+    );
+    assert!(
+        !gate_lines.iter().any(|l| l.contains(" overridden")),
+        "the library must not override a second time: {crumbs}"
+    );
 }
