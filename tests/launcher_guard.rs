@@ -269,7 +269,10 @@ fn a_ctypes_workload_panics_bare_and_runs_clean_under_mlx_safe_python() {
         "one override warning, from the launcher: {stderr}"
     );
     let crumbs = std::fs::read_to_string(bare.p("home/breadcrumbs.log")).unwrap_or_default();
-    let gate_lines: Vec<&str> = crumbs.lines().filter(|l| l.contains("GUARD_GATE")).collect();
+    let gate_lines: Vec<&str> = crumbs
+        .lines()
+        .filter(|l| l.contains("GUARD_GATE"))
+        .collect();
     assert!(
         gate_lines
             .iter()

@@ -9,6 +9,7 @@
 //! layers over it, and it depends on none of them.
 
 pub mod breadcrumbs;
+pub mod cadence;
 pub mod engine;
 pub mod env_vars;
 pub mod exit_status;

@@ -7,9 +7,8 @@ use crate::command_buffer_table::CommandBufferTable;
 use crate::cross_process_cadence;
 use crate::depth;
 use crate::reaper::Reaper;
-use metal_guard_core::engine::cadence::{
-    decide, is_unload, BurstDetector, CadenceDecision, CadenceMode,
-};
+use metal_guard_core::cadence::burst::{is_unload, BurstDetector};
+use metal_guard_core::cadence::rule::{decide, CadenceAction, CadenceMode, LoadHistory};
 use metal_guard_core::engine::ceiling::{CeilingVerdict, SizeCeiling};
 use metal_guard_core::engine::commit_gate::CommitGate;
 use metal_guard_core::engine::config::{GuardConfig, Mode, TestFault};
@@ -371,38 +370,21 @@ impl Guard {
         let policy = self.config.cadence;
         let mut decision = decide(
             &policy,
-            self.since(&self.last_unload, now),
-            self.since(&self.last_load, now),
+            &LoadHistory {
+                since_unload_ns: self.since(&self.last_unload, now),
+                since_same_model_load_ns: self.since(&self.last_load, now),
+                since_other_model_load_ns: None,
+            },
         );
-        // Another process's load of the same model (cadence.json).
+        // Other processes' loads (cadence.json), by the same rule.
         if let Some(id) = &self.config.model_id {
-            if let Some(wait) = cross_process_cadence::check_and_mark(id, &policy) {
-                let wait_ns = wait.as_nanos() as u64;
-                let stronger = match decision {
-                    CadenceDecision::Proceed => true,
-                    CadenceDecision::Warn { short_by_ns, .. }
-                    | CadenceDecision::Stall { short_by_ns, .. } => wait_ns > short_by_ns,
-                };
-                if stronger {
-                    decision = match policy.mode {
-                        CadenceMode::Wait => CadenceDecision::Stall {
-                            reason:
-                                metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
-                            wait_ns: wait_ns.min(policy.max_stall_ns),
-                            short_by_ns: wait_ns,
-                        },
-                        _ => CadenceDecision::Warn {
-                            reason:
-                                metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel,
-                            short_by_ns: wait_ns,
-                        },
-                    };
-                }
+            if let Some(across) = cross_process_cadence::check_and_mark(id, &policy) {
+                decision = decision.worst(across);
             }
         }
-        match decision {
-            CadenceDecision::Proceed => {}
-            CadenceDecision::Warn {
+        match policy.action(decision) {
+            CadenceAction::Proceed => {}
+            CadenceAction::Warn {
                 reason,
                 short_by_ns,
             } => {
@@ -424,7 +406,7 @@ impl Guard {
                     true,
                 );
             }
-            CadenceDecision::Stall {
+            CadenceAction::Stall {
                 reason,
                 wait_ns,
                 short_by_ns,
@@ -452,16 +434,8 @@ impl Guard {
                     self.stats.cadence_stalls.fetch_add(1, Relaxed);
                     eprintln!(
                         "metal-guard: model load {:.1} s after the previous {}; waiting {:.1} s before it continues (METALGUARD_CADENCE=warn to only warn).",
-                        (match reason {
-                            metal_guard_core::engine::cadence::TooSoonReason::AfterUnload => policy.after_unload_interval_ns,
-                            metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel => policy.same_model_interval_ns,
-                        })
-                        .saturating_sub(short_by_ns) as f64
-                            / 1e9,
-                        match reason {
-                            metal_guard_core::engine::cadence::TooSoonReason::AfterUnload => "unload",
-                            metal_guard_core::engine::cadence::TooSoonReason::AfterLoadOfSameModel => "load of this model",
-                        },
+                        policy.interval_ns(reason).saturating_sub(short_by_ns) as f64 / 1e9,
+                        reason.previous_event(),
                         wait_ns as f64 / 1e9
                     );
                     self.stalling.fetch_add(1, Relaxed);

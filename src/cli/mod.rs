@@ -22,19 +22,22 @@ pub mod status;
 pub mod status_write;
 use std::process::ExitCode;
 
-/// Exit codes shared by every subcommand (documented in `--help` and the README).
+/// Exit codes shared by every subcommand (documented in `--help` and the
+/// README): the CLI's names for the statuses of `metal_guard_core::exit_status`
+/// (the one table every program of metal-guard uses).
 #[allow(dead_code)] // each constant is used by the subcommand that produces it
 pub mod exit {
+    use metal_guard_core::exit_status;
     /// Success, or "proceed" for a gate.
-    pub const OK: u8 = 0;
+    pub const OK: u8 = exit_status::SUCCESS;
     /// A finding the caller asked about (an orphan, a too-soon cadence).
-    pub const FINDING: u8 = 1;
+    pub const FINDING: u8 = exit_status::FINDING;
     /// Blocked: a cooldown, lockout or cadence interval is in force.
-    pub const BLOCKED: u8 = 2;
+    pub const BLOCKED: u8 = exit_status::GATE_BLOCKED;
     /// The gate itself failed; callers decide whether to fail open.
-    pub const GATE_FAILED: u8 = 3;
+    pub const GATE_FAILED: u8 = exit_status::COULD_NOT_ANSWER;
     /// Bad usage (clap's own code for argument errors).
-    pub const USAGE: u8 = 64;
+    pub const USAGE: u8 = exit_status::USAGE;
 }
 
 #[derive(Parser, Debug)]

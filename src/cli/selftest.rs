@@ -23,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 /// The self-test could not run (nothing was judged).
-const EXIT_COULD_NOT_RUN: u8 = 3;
+const EXIT_COULD_NOT_RUN: u8 = metal_guard_core::exit_status::COULD_NOT_ANSWER;
 /// How long the program may take (the first `import mlx` can be slow).
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(180);
 

@@ -3,9 +3,10 @@
 //! replaced by its default and reported in `warnings` (the interposer prints
 //! them to stderr and the breadcrumb log).
 
-use super::cadence::{BurstShape, CadenceMode, CadencePolicy};
 use super::ceiling::{LimitSpec, DEFAULT_BUDGET_PCT, DEFAULT_SINGLE_PCT};
 use super::NS_PER_SEC;
+use crate::cadence::burst::BurstShape;
+use crate::cadence::rule::{CadenceMode, CadencePolicy};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -156,6 +157,54 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// `METALGUARD_CADENCE*` and `METALGUARD_CROSS_MODEL_INTERVAL`.
+    fn cadence_policy(&mut self) -> CadencePolicy {
+        let mode = self.choice(
+            "METALGUARD_CADENCE",
+            CadenceMode::Wait,
+            &[
+                ("off", CadenceMode::Off),
+                ("warn", CadenceMode::Warn),
+                ("wait", CadenceMode::Wait),
+            ],
+        );
+        let same_model = self.number_or(
+            "METALGUARD_CADENCE_INTERVAL_S",
+            defaults::SAME_MODEL_INTERVAL_S,
+        );
+        // The Python tool's cross-model interval: loads of different models
+        // (in `cadence.json`) and, unless set on its own, the interval after
+        // an unload in the guard's process. Unset or 0: not spaced.
+        let cross_model = self.number("METALGUARD_CROSS_MODEL_INTERVAL");
+        let after_unload = self
+            .number("METALGUARD_CADENCE_UNLOAD_INTERVAL_S")
+            .or(cross_model)
+            .unwrap_or(defaults::AFTER_UNLOAD_INTERVAL_S);
+        let max_stall = self.number_or("METALGUARD_CADENCE_MAX_STALL_S", defaults::MAX_STALL_S);
+        CadencePolicy {
+            mode,
+            same_model_interval_ns: secs_ns(same_model),
+            after_unload_interval_ns: secs_ns(after_unload),
+            cross_model_interval_ns: cross_model.filter(|s| *s > 0.0).map(secs_ns),
+            max_stall_ns: secs_ns(max_stall),
+        }
+    }
+}
+
+impl CadencePolicy {
+    /// The cadence settings alone (for `metal-guard cadence`), with one
+    /// warning per malformed variable, read exactly as the guard reads them.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> (CadencePolicy, Vec<String>) {
+        let mut r = Reader {
+            lookup,
+            warnings: Vec::new(),
+        };
+        let policy = r.cadence_policy();
+        (policy, r.warnings)
+    }
+}
+
 fn secs_ns(s: f64) -> u64 {
     (s * NS_PER_SEC as f64) as u64
 }
@@ -220,35 +269,7 @@ impl GuardConfig {
         let drain_s = r.number_or("METALGUARD_EXIT_DRAIN_S", defaults::EXIT_DRAIN_S);
         let exit_drain = (drain_s > 0.0).then(|| Duration::from_secs_f64(drain_s));
         let gate_enabled = r.switch("METALGUARD_GATE", true);
-        let cadence_mode = r.choice(
-            "METALGUARD_CADENCE",
-            CadenceMode::Wait,
-            &[
-                ("off", CadenceMode::Off),
-                ("warn", CadenceMode::Warn),
-                ("wait", CadenceMode::Wait),
-            ],
-        );
-        let same_model = r.number_or(
-            "METALGUARD_CADENCE_INTERVAL_S",
-            defaults::SAME_MODEL_INTERVAL_S,
-        );
-        // compat: the Python tool's cross-model interval, when set, is the
-        // interval after an unload.
-        let after_unload = match r.number("METALGUARD_CADENCE_UNLOAD_INTERVAL_S") {
-            Some(v) => v,
-            None => r.number_or(
-                "METALGUARD_CROSS_MODEL_INTERVAL",
-                defaults::AFTER_UNLOAD_INTERVAL_S,
-            ),
-        };
-        let max_stall = r.number_or("METALGUARD_CADENCE_MAX_STALL_S", defaults::MAX_STALL_S);
-        let cadence = CadencePolicy {
-            mode: cadence_mode,
-            same_model_interval_ns: secs_ns(same_model),
-            after_unload_interval_ns: secs_ns(after_unload),
-            max_stall_ns: secs_ns(max_stall),
-        };
+        let cadence = r.cadence_policy();
         let burst_n = r.number_or("METALGUARD_BURST_N", defaults::BURST_N as f64) as u64;
         let burst = BurstShape {
             min_bytes: (r.number_or("METALGUARD_BURST_MIN_MB", defaults::BURST_MIN_MB)
@@ -401,6 +422,7 @@ mod tests {
         ]);
         assert_eq!(c.cadence.same_model_interval_ns, NS_PER_SEC / 2);
         assert_eq!(c.cadence.after_unload_interval_ns, 2 * NS_PER_SEC);
+        assert_eq!(c.cadence.cross_model_interval_ns, Some(2 * NS_PER_SEC));
         assert_eq!(c.burst.count, 1);
         assert_eq!(c.test_fault, Some(TestFault::HookPanic));
     }

@@ -1,5 +1,6 @@
 //! The guard's policy engine: pure decisions (allocation ledger, size
-//! ceiling, cadence, teardown watermark) with an injected clock, so the
+//! ceiling, teardown watermark; cadence is `crate::cadence`, shared with the
+//! cross-process file) with an injected clock, so the
 //! injected library stays a thin layer of hooks and every rule is unit-tested
 //! here.
 //!
@@ -7,7 +8,6 @@
 //! monotonic nanosecond count the caller reads (the interposer uses
 //! `CLOCK_MONOTONIC`); nothing here reads a clock itself.
 
-pub mod cadence;
 pub mod ceiling;
 pub mod commit_gate;
 pub mod config;

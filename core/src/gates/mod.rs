@@ -8,7 +8,6 @@
 
 pub mod ack;
 pub mod breaker;
-pub mod cadence;
 pub mod cooldown;
 pub mod mlx_lock;
 pub mod panic_sources;

@@ -1,85 +1,68 @@
-//! The cadence guard: the same model may not be loaded again within
-//! `min_interval` (180 s: a panic once hit two loads about 40 s apart), and
-//! optionally no model at all within `cross_model_interval` of another
-//! model's load (`METALGUARD_CROSS_MODEL_INTERVAL`, off by default).
+//! `~/.cache/metal-guard/cadence.json`: the loads every process marked, as
+//! `{"<model id>": <unix seconds>}` exactly as the Python tool keeps it (so
+//! there is no version key: the Python tool would read it as a model). The
+//! rule is [`super::rule::decide`], the same the injected guard applies in
+//! its own process.
 //!
-//! State: `~/.cache/metal-guard/cadence.json`, `{"<model id>": <unix
-//! seconds>}` exactly as the Python tool keeps it (so there is no version
-//! key: the Python tool would read it as a model). The check and the mark
-//! are one step across processes: an exclusive `flock` on
-//! `cadence.json.lock` is held around read-modify-write, and the file is
-//! replaced atomically. Of N processes racing on a fresh model, one passes.
+//! The check and the mark are one step across processes: an exclusive
+//! `flock` on `cadence.json.lock` is held around read-modify-write, and the
+//! file is replaced atomically. Of N processes racing on a fresh model, one
+//! passes.
 
-use crate::env_vars::{self, Lookup};
+use super::rule::{decide, CadenceDecision, CadencePolicy, LoadHistory, TooSoonReason};
 use crate::state::file_lock::{FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
 use crate::timefmt;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
 /// Entries older than this are dropped on every write.
 pub const ENTRY_MAX_AGE: Duration = Duration::hours(4);
-/// Default same-model interval, seconds.
-pub const DEFAULT_MIN_INTERVAL_SEC: f64 = 180.0;
-
-/// The intervals to enforce.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CadencePolicy {
-    pub min_interval: Duration,
-    /// `None`: loads of different models are not spaced.
-    pub cross_model_interval: Option<Duration>,
-}
-
-impl Default for CadencePolicy {
-    fn default() -> Self {
-        CadencePolicy {
-            min_interval: Duration::seconds_f64(DEFAULT_MIN_INTERVAL_SEC),
-            cross_model_interval: None,
-        }
-    }
-}
-
-impl CadencePolicy {
-    /// Defaults plus `METALGUARD_CROSS_MODEL_INTERVAL` (seconds; unset, empty or `0`: off).
-    pub fn from_env(get: Lookup<'_>, warnings: &mut Vec<String>) -> CadencePolicy {
-        let cross = match get("METALGUARD_CROSS_MODEL_INTERVAL") {
-            Some(v) if v.trim().is_empty() || v.trim() == "0" => None,
-            Some(_) => Some(Duration::seconds_f64(env_vars::positive_seconds(
-                get,
-                "METALGUARD_CROSS_MODEL_INTERVAL",
-                DEFAULT_MIN_INTERVAL_SEC,
-                warnings,
-            ))),
-            None => None,
-        };
-        CadencePolicy {
-            min_interval: CadencePolicy::default().min_interval,
-            cross_model_interval: cross,
-        }
-    }
-}
 
 /// The outcome of one check-and-mark.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
-pub enum CadenceDecision {
-    /// Clear; the load was marked at `marked_at`.
-    Clear {
-        #[serde(with = "time::serde::rfc3339")]
-        marked_at: OffsetDateTime,
-    },
-    /// Too soon: wait `wait_sec` seconds.
-    TooSoon {
-        wait_sec: f64,
-        /// The model whose earlier load blocks this one.
-        blocking_model: String,
-        #[serde(with = "time::serde::rfc3339")]
-        last_load: OffsetDateTime,
-        /// `same_model` or `cross_model`.
-        rule: &'static str,
-    },
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadCheck {
+    pub decision: CadenceDecision,
+    /// When the load was marked (a clear decision marks it).
+    pub marked_at: Option<OffsetDateTime>,
+    /// The model whose earlier load blocks this one, and when it was loaded.
+    pub blocking: Option<(String, OffsetDateTime)>,
+}
+
+impl LoadCheck {
+    /// Seconds still to wait, rounded up to a tenth (0 when clear).
+    pub fn wait_sec(&self) -> f64 {
+        match self.decision {
+            CadenceDecision::Clear => 0.0,
+            CadenceDecision::TooSoon { short_by_ns, .. } => {
+                (short_by_ns as f64 / 1e8).ceil() / 10.0
+            }
+        }
+    }
+
+    /// The JSON of `metal-guard cadence --json` (the Python tool's keys):
+    /// `{"decision": "clear", "marked_at"}` or `{"decision": "too_soon",
+    /// "wait_sec", "blocking_model", "last_load", "rule"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rfc3339 = |t: OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        };
+        match self.decision {
+            CadenceDecision::Clear => serde_json::json!({
+                "decision": "clear",
+                "marked_at": self.marked_at.and_then(rfc3339),
+            }),
+            CadenceDecision::TooSoon { reason, .. } => serde_json::json!({
+                "decision": "too_soon",
+                "wait_sec": self.wait_sec(),
+                "blocking_model": self.blocking.as_ref().map(|(m, _)| m.clone()),
+                "last_load": self.blocking.as_ref().and_then(|(_, t)| rfc3339(*t)),
+                "rule": reason.rule(),
+            }),
+        }
+    }
 }
 
 /// A check-and-mark that could not run.
@@ -105,7 +88,7 @@ pub fn check_and_mark(
     model_id: &str,
     policy: &CadencePolicy,
     now: OffsetDateTime,
-) -> Result<CadenceDecision, CadenceError> {
+) -> Result<LoadCheck, CadenceError> {
     let mut warnings = Vec::new();
     let d = check_and_mark_at(&cadence_path(), model_id, policy, now, &mut warnings);
     for w in warnings {
@@ -121,7 +104,7 @@ pub fn check_and_mark_at(
     policy: &CadencePolicy,
     now: OffsetDateTime,
     warnings: &mut Vec<String>,
-) -> Result<CadenceDecision, CadenceError> {
+) -> Result<LoadCheck, CadenceError> {
     let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
     lock_name.push(".lock");
     let lock_path = path.with_file_name(lock_name);
@@ -157,8 +140,8 @@ pub fn check_and_mark_at(
         ));
     }
 
-    let decision = decide(&entries, model_id, policy, now);
-    if let CadenceDecision::Clear { .. } = decision {
+    let check = check_entries(&entries, model_id, policy, now);
+    if check.decision == CadenceDecision::Clear {
         entries.retain(|_, t| now - *t <= ENTRY_MAX_AGE);
         entries.insert(model_id.to_string(), now);
         let out: BTreeMap<&str, f64> = entries
@@ -172,39 +155,42 @@ pub fn check_and_mark_at(
             Err(e) => return Err(CadenceError(format!("cadence check failed: {e}"))),
         }
     }
-    Ok(decision)
+    Ok(check)
 }
 
-/// The pure rule over the recorded loads.
-pub fn decide(
+/// The rule over the recorded loads: this model's last load, and the most
+/// recent load of any other model.
+fn check_entries(
     entries: &BTreeMap<String, OffsetDateTime>,
     model_id: &str,
     policy: &CadencePolicy,
     now: OffsetDateTime,
-) -> CadenceDecision {
-    let mut worst: Option<(Duration, &str, OffsetDateTime, &'static str)> = None;
-    if let Some(&last) = entries.get(model_id) {
-        let wait = policy.min_interval - (now - last);
-        if wait > Duration::ZERO {
-            worst = Some((wait, model_id, last, "same_model"));
+) -> LoadCheck {
+    let since = |t: OffsetDateTime| (now - t).whole_nanoseconds().max(0) as u64;
+    let same = entries.get(model_id).map(|&t| (model_id, t));
+    let other = entries
+        .iter()
+        .filter(|(m, _)| m.as_str() != model_id)
+        .max_by_key(|(_, t)| **t)
+        .map(|(m, &t)| (m.as_str(), t));
+    let history = LoadHistory {
+        since_unload_ns: None,
+        since_same_model_load_ns: same.map(|(_, t)| since(t)),
+        since_other_model_load_ns: other.map(|(_, t)| since(t)),
+    };
+    let decision = decide(policy, &history);
+    let blocking = match decision {
+        CadenceDecision::Clear => None,
+        CadenceDecision::TooSoon { reason, .. } => match reason {
+            TooSoonReason::AfterLoadOfOtherModel => other,
+            _ => same,
         }
-    }
-    if let Some(cross) = policy.cross_model_interval {
-        for (model, &last) in entries.iter().filter(|(m, _)| m.as_str() != model_id) {
-            let wait = cross - (now - last);
-            if wait > Duration::ZERO && worst.is_none_or(|w| wait > w.0) {
-                worst = Some((wait, model, last, "cross_model"));
-            }
-        }
-    }
-    match worst {
-        None => CadenceDecision::Clear { marked_at: now },
-        Some((wait, model, last, rule)) => CadenceDecision::TooSoon {
-            wait_sec: (wait.as_seconds_f64() * 10.0).ceil() / 10.0,
-            blocking_model: model.to_string(),
-            last_load: last,
-            rule,
-        },
+        .map(|(m, t)| (m.to_string(), t)),
+    };
+    LoadCheck {
+        marked_at: (decision == CadenceDecision::Clear).then_some(now),
+        decision,
+        blocking,
     }
 }
 
@@ -212,6 +198,8 @@ pub fn decide(
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    const SEC: u64 = 1_000_000_000;
 
     const NOW: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
 
@@ -221,25 +209,28 @@ mod tests {
         let p = dir.path().join("cadence.json");
         let pol = CadencePolicy::default();
         let mut w = Vec::new();
-        assert!(matches!(
-            check_and_mark_at(&p, "m", &pol, NOW, &mut w).unwrap(),
-            CadenceDecision::Clear { .. }
-        ));
-        match check_and_mark_at(&p, "m", &pol, NOW + Duration::seconds(40), &mut w).unwrap() {
-            CadenceDecision::TooSoon { wait_sec, rule, .. } => {
-                assert_eq!(wait_sec, 140.0);
-                assert_eq!(rule, "same_model");
-            }
-            d => panic!("{d:?}"),
-        }
-        assert!(matches!(
-            check_and_mark_at(&p, "other", &pol, NOW + Duration::seconds(41), &mut w).unwrap(),
-            CadenceDecision::Clear { .. }
-        ));
-        assert!(matches!(
-            check_and_mark_at(&p, "m", &pol, NOW + Duration::seconds(181), &mut w).unwrap(),
-            CadenceDecision::Clear { .. }
-        ));
+        assert_eq!(
+            check_and_mark_at(&p, "m", &pol, NOW, &mut w)
+                .unwrap()
+                .decision,
+            CadenceDecision::Clear
+        );
+        let c = check_and_mark_at(&p, "m", &pol, NOW + Duration::seconds(40), &mut w).unwrap();
+        assert_eq!(c.wait_sec(), 140.0);
+        assert_eq!(c.to_json()["rule"], "same_model");
+        assert_eq!(c.blocking.as_ref().unwrap().0, "m");
+        assert_eq!(
+            check_and_mark_at(&p, "other", &pol, NOW + Duration::seconds(41), &mut w)
+                .unwrap()
+                .decision,
+            CadenceDecision::Clear
+        );
+        assert_eq!(
+            check_and_mark_at(&p, "m", &pol, NOW + Duration::seconds(181), &mut w)
+                .unwrap()
+                .decision,
+            CadenceDecision::Clear
+        );
         assert!(w.is_empty(), "{w:?}");
     }
 
@@ -257,28 +248,22 @@ mod tests {
         )
         .unwrap();
         let pol = CadencePolicy {
-            cross_model_interval: Some(Duration::seconds(60)),
+            cross_model_interval_ns: Some(60 * SEC),
             ..Default::default()
         };
         let mut w = Vec::new();
-        match check_and_mark_at(&p, "new", &pol, NOW, &mut w).unwrap() {
-            CadenceDecision::TooSoon {
-                blocking_model,
-                rule,
-                wait_sec,
-                ..
-            } => {
-                assert_eq!(blocking_model, "recent");
-                assert_eq!(rule, "cross_model");
-                assert_eq!(wait_sec, 30.0);
-            }
-            d => panic!("{d:?}"),
-        }
+        let c = check_and_mark_at(&p, "new", &pol, NOW, &mut w).unwrap();
+        assert_eq!(c.blocking.as_ref().unwrap().0, "recent");
+        assert_eq!(c.to_json()["rule"], "cross_model");
+        assert_eq!(c.to_json()["blocking_model"], "recent");
+        assert_eq!(c.wait_sec(), 30.0);
         let later = NOW + Duration::seconds(31);
-        assert!(matches!(
-            check_and_mark_at(&p, "new", &pol, later, &mut w).unwrap(),
-            CadenceDecision::Clear { .. }
-        ));
+        assert_eq!(
+            check_and_mark_at(&p, "new", &pol, later, &mut w)
+                .unwrap()
+                .decision,
+            CadenceDecision::Clear
+        );
         let map: BTreeMap<String, f64> =
             serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(map.keys().collect::<Vec<_>>(), ["new", "recent"]);
@@ -302,7 +287,7 @@ mod tests {
             std::fs::write(&p, bytes).unwrap();
             let mut w = Vec::new();
             let d = check_and_mark_at(&p, "m", &pol, NOW, &mut w).unwrap();
-            assert!(matches!(d, CadenceDecision::Clear { .. }), "{bytes:?}");
+            assert_eq!(d.decision, CadenceDecision::Clear, "{bytes:?}");
             assert_eq!(w.len(), 1, "{bytes:?}: {w:?}");
             let map: BTreeMap<String, f64> =
                 serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
@@ -340,9 +325,7 @@ mod tests {
             ),
         )
         .unwrap();
-        match check_and_mark_at(&p, "m", &pol, NOW, &mut Vec::new()).unwrap() {
-            CadenceDecision::TooSoon { wait_sec, .. } => assert_eq!(wait_sec, 180.0),
-            d => panic!("{d:?}"),
-        }
+        let c = check_and_mark_at(&p, "m", &pol, NOW, &mut Vec::new()).unwrap();
+        assert_eq!(c.wait_sec(), 180.0);
     }
 }

@@ -1,26 +1,8 @@
-//! Cadence: recognise a model load (a burst of large allocations after a
-//! quiet spell) and an unload (a burst of frees or residency removals), and
-//! decide whether a load starts too soon after the previous unload or the
-//! previous load of the same model.
-//!
-//! The panic this guards against hit two loads about 40 s apart: completion
-//! bookkeeping of the first model's buffers was still arriving when the
-//! second model's allocations reused the memory. The fix is time: stall the
-//! allocating thread (never the completion thread) until the interval has
-//! passed, bounded.
+//! Recognising a model load (a burst of large allocations after a quiet
+//! spell) and an unload (a burst of frees or residency removals that gives
+//! back most of what was live). Lock-free: the hooks feed it directly.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// `METALGUARD_CADENCE=off|warn|wait`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CadenceMode {
-    /// Detect and log loads/unloads, never warn or stall.
-    Off,
-    /// Warn (stderr + breadcrumb) when a load comes too soon, do not stall.
-    Warn,
-    /// Stall the allocating thread until the interval has passed (bounded).
-    Wait,
-}
 
 /// What counts as a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,90 +112,6 @@ pub fn is_unload(live_before: u64, live_now: u64, min_fraction: f64) -> bool {
     freed as f64 >= min_fraction * live_before as f64
 }
 
-/// The intervals and the stall bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CadencePolicy {
-    pub mode: CadenceMode,
-    /// Minimum time between two loads of the same model (compat: 180 s).
-    pub same_model_interval_ns: u64,
-    /// Minimum time between an unload and the next load.
-    pub after_unload_interval_ns: u64,
-    /// The longest one stall may last.
-    pub max_stall_ns: u64,
-}
-
-/// Why a load came too soon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TooSoonReason {
-    AfterUnload,
-    AfterLoadOfSameModel,
-}
-
-impl TooSoonReason {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TooSoonReason::AfterUnload => "after_unload",
-            TooSoonReason::AfterLoadOfSameModel => "after_same_model_load",
-        }
-    }
-}
-
-/// What to do about a load that is starting now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CadenceDecision {
-    Proceed,
-    /// Too soon; log it, do not wait (`warn` mode, or `off` for the record).
-    Warn {
-        reason: TooSoonReason,
-        short_by_ns: u64,
-    },
-    /// Too soon; the allocating thread waits `wait_ns` (already bounded).
-    Stall {
-        reason: TooSoonReason,
-        wait_ns: u64,
-        short_by_ns: u64,
-    },
-}
-
-/// Decides about a load starting now, given how long ago the previous unload
-/// and the previous load of the same model were (`None`: never, as far as
-/// this process or `cadence.json` knows).
-pub fn decide(
-    policy: &CadencePolicy,
-    since_unload_ns: Option<u64>,
-    since_same_model_load_ns: Option<u64>,
-) -> CadenceDecision {
-    let short = |since: Option<u64>, interval: u64| since.map(|s| interval.saturating_sub(s));
-    let candidates = [
-        (
-            TooSoonReason::AfterUnload,
-            short(since_unload_ns, policy.after_unload_interval_ns),
-        ),
-        (
-            TooSoonReason::AfterLoadOfSameModel,
-            short(since_same_model_load_ns, policy.same_model_interval_ns),
-        ),
-    ];
-    let worst = candidates
-        .iter()
-        .filter_map(|(r, s)| s.filter(|s| *s > 0).map(|s| (*r, s)))
-        .max_by_key(|(_, s)| *s);
-    match (worst, policy.mode) {
-        (None, _) => CadenceDecision::Proceed,
-        (Some((reason, short_by_ns)), CadenceMode::Wait) => CadenceDecision::Stall {
-            reason,
-            wait_ns: short_by_ns.min(policy.max_stall_ns),
-            short_by_ns,
-        },
-        (Some((reason, short_by_ns)), CadenceMode::Warn | CadenceMode::Off) => {
-            CadenceDecision::Warn {
-                reason,
-                short_by_ns,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,69 +202,5 @@ mod tests {
         d.record(&SHAPE, 5000, t1);
         d.record(&SHAPE, 5000, t1 + MS);
         assert!(d.record(&SHAPE, 5000, t1 + 2 * MS).is_some());
-    }
-
-    fn policy(mode: CadenceMode) -> CadencePolicy {
-        CadencePolicy {
-            mode,
-            same_model_interval_ns: 180_000 * MS,
-            after_unload_interval_ns: 10_000 * MS,
-            max_stall_ns: 30_000 * MS,
-        }
-    }
-
-    #[test]
-    fn first_load_proceeds() {
-        assert_eq!(
-            decide(&policy(CadenceMode::Wait), None, None),
-            CadenceDecision::Proceed
-        );
-        assert_eq!(
-            decide(
-                &policy(CadenceMode::Wait),
-                Some(10_000 * MS),
-                Some(180_000 * MS)
-            ),
-            CadenceDecision::Proceed
-        );
-    }
-
-    #[test]
-    fn load_soon_after_unload_stalls_for_the_rest() {
-        assert_eq!(
-            decide(&policy(CadenceMode::Wait), Some(4_000 * MS), None),
-            CadenceDecision::Stall {
-                reason: TooSoonReason::AfterUnload,
-                wait_ns: 6_000 * MS,
-                short_by_ns: 6_000 * MS
-            }
-        );
-    }
-
-    #[test]
-    fn stall_is_bounded_and_worst_reason_wins() {
-        assert_eq!(
-            decide(
-                &policy(CadenceMode::Wait),
-                Some(4_000 * MS),
-                Some(40_000 * MS)
-            ),
-            CadenceDecision::Stall {
-                reason: TooSoonReason::AfterLoadOfSameModel,
-                wait_ns: 30_000 * MS,
-                short_by_ns: 140_000 * MS
-            }
-        );
-    }
-
-    #[test]
-    fn warn_mode_never_stalls() {
-        assert_eq!(
-            decide(&policy(CadenceMode::Warn), Some(0), None),
-            CadenceDecision::Warn {
-                reason: TooSoonReason::AfterUnload,
-                short_by_ns: 10_000 * MS
-            }
-        );
     }
 }
