@@ -11,7 +11,13 @@
 //! allocating thread (never the completion thread) until the interval has
 //! passed, bounded.
 
-use crate::engine::NS_PER_SEC;
+/// Default minimum time between two loads of the same model, seconds (the
+/// Python tool's 180 s: a panic once hit two loads about 40 s apart).
+pub const DEFAULT_SAME_MODEL_INTERVAL_S: f64 = 180.0;
+/// Default minimum time between an unload and the next load, seconds.
+pub const DEFAULT_AFTER_UNLOAD_INTERVAL_S: f64 = 30.0;
+/// Default bound on one stall, seconds.
+pub const DEFAULT_MAX_STALL_S: f64 = 180.0;
 
 /// `METALGUARD_CADENCE=off|warn|wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +47,13 @@ pub struct CadencePolicy {
 
 impl Default for CadencePolicy {
     fn default() -> Self {
-        use crate::engine::config::defaults;
-        let ns = |s: f64| (s * NS_PER_SEC as f64) as u64;
+        let ns = |s: f64| std::time::Duration::from_secs_f64(s).as_nanos() as u64;
         CadencePolicy {
             mode: CadenceMode::Wait,
-            same_model_interval_ns: ns(defaults::SAME_MODEL_INTERVAL_S),
-            after_unload_interval_ns: ns(defaults::AFTER_UNLOAD_INTERVAL_S),
+            same_model_interval_ns: ns(DEFAULT_SAME_MODEL_INTERVAL_S),
+            after_unload_interval_ns: ns(DEFAULT_AFTER_UNLOAD_INTERVAL_S),
             cross_model_interval_ns: None,
-            max_stall_ns: ns(defaults::MAX_STALL_S),
+            max_stall_ns: ns(DEFAULT_MAX_STALL_S),
         }
     }
 }

@@ -84,9 +84,10 @@ pub struct GuardConfig {
 
 /// Defaults, named so docs and tests agree.
 pub mod defaults {
-    pub const SAME_MODEL_INTERVAL_S: f64 = 180.0;
-    pub const AFTER_UNLOAD_INTERVAL_S: f64 = 30.0;
-    pub const MAX_STALL_S: f64 = 180.0;
+    pub use crate::cadence::rule::{
+        DEFAULT_AFTER_UNLOAD_INTERVAL_S as AFTER_UNLOAD_INTERVAL_S,
+        DEFAULT_MAX_STALL_S as MAX_STALL_S, DEFAULT_SAME_MODEL_INTERVAL_S as SAME_MODEL_INTERVAL_S,
+    };
     pub const BURST_MIN_MB: f64 = 16.0;
     pub const BURST_N: u64 = 4;
     pub const BURST_WINDOW_MS: f64 = 5000.0;
