@@ -176,7 +176,7 @@ impl ObjcRuntime {
         hook: Imp,
         record: impl FnOnce(Imp) -> bool,
     ) -> Result<Imp, SwizzleError> {
-        // SAFETY (whole block): `cls` is a registered class, `sel` interned,
+        // SAFETY: (whole block) `cls` is a registered class, `sel` interned,
         // `hook` a function with the method's C signature (the caller's
         // invariant, kept by the hook tables in `hook_table`).
         unsafe {

@@ -156,6 +156,8 @@ unsafe extern "C-unwind" fn new_heap(this: Id, cmd: Sel, descriptor: Id) -> Id {
     let orig: NewWithObject = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newHeapWithDescriptor:",
+        // SAFETY: `orig` is the method's original IMP with this signature,
+        // called with the receiver and arguments the hook was given.
         || unsafe { orig(this, cmd, descriptor) },
         super::heap::install,
     )
@@ -169,6 +171,8 @@ unsafe extern "C-unwind" fn new_command_queue(this: Id, cmd: Sel) -> Id {
     let orig: NewPlain = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newCommandQueue",
+        // SAFETY: `orig` is the method's original IMP with this signature,
+        // called with the receiver and arguments the hook was given.
         || unsafe { orig(this, cmd) },
         super::queue::install,
     )
@@ -182,6 +186,8 @@ unsafe extern "C-unwind" fn new_command_queue_max(this: Id, cmd: Sel, count: usi
     let orig: NewWithCount = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newCommandQueueWithMaxCommandBufferCount:",
+        // SAFETY: `orig` is the method's original IMP with this signature,
+        // called with the receiver and arguments the hook was given.
         || unsafe { orig(this, cmd, count) },
         super::queue::install,
     )
@@ -201,6 +207,8 @@ unsafe extern "C-unwind" fn new_residency_set(
     let orig: NewWithObjectError = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newResidencySetWithDescriptor:error:",
+        // SAFETY: `orig` is the method's original IMP with this signature,
+        // called with the receiver and arguments the hook was given.
         || unsafe { orig(this, cmd, descriptor, error) },
         super::residency_set::install,
     )
