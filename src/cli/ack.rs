@@ -1,15 +1,14 @@
 //! `metal-guard ack`: acknowledge a lockout (touches `~/.metal-guard-ack`).
 
-use super::exit;
+use super::outcome::{CommandError, CommandResult, Outcome};
 use metal_guard_core::forensics;
 use metal_guard_core::gates::{ack, cooldown};
 use metal_guard_core::timefmt;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
-pub fn run(_args: Args) -> ExitCode {
+pub fn run(_args: Args) -> CommandResult {
     let now = time::OffsetDateTime::now_utc();
     let path = ack::ack_path();
     match ack::write_ack(&path, now) {
@@ -19,8 +18,11 @@ pub fn run(_args: Args) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("metal-guard: cannot write the acknowledgement {} ({e}); check that your home directory is writable", path.display());
-            return ExitCode::from(exit::GATE_FAILED);
+            return Err(CommandError::failed(format!(
+                "cannot write the acknowledgement {} ({e})",
+                path.display()
+            ))
+            .hint("check that your home directory is writable"));
         }
     }
     println!(
@@ -38,5 +40,5 @@ pub fn run(_args: Args) -> ExitCode {
         ),
         Err(e) => eprintln!("metal-guard: warning: could not re-check the gate: {e}"),
     }
-    ExitCode::from(exit::OK)
+    Ok(Outcome::Proceed)
 }

@@ -1,18 +1,17 @@
 //! `metal-guard breaker [status|clear]`: the circuit breaker
 //! (2 panics within 3600 s trip a 3600 s cooldown).
 
-use super::exit;
-use metal_guard_core::forensics;
+use super::outcome::{CommandError, CommandResult, Outcome};
+use super::shared_args::ReportFolders;
 use metal_guard_core::gates::breaker::{self, BreakerPolicy};
 use metal_guard_core::gates::cooldown;
 use metal_guard_core::timefmt;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
     pub action: Option<Action>,
-    /// Print the breaker state as JSON.
+    /// Print the breaker state as JSON (keys: tripped, panic_count, window_sec, threshold, cooldown_sec, cooldown_until).
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -25,7 +24,7 @@ pub enum Action {
     Clear,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let path = breaker::breaker_path();
     match args.action.unwrap_or(Action::Status) {
         Action::Clear => {
@@ -36,15 +35,14 @@ pub fn run(args: Args) -> ExitCode {
                         eprintln!("{w}");
                     }
                     println!("Circuit breaker cleared at {}.", timefmt::human(now));
-                    ExitCode::from(exit::OK)
+                    Ok(Outcome::Proceed)
                 }
-                Err(e) => {
-                    eprintln!("metal-guard: cannot clear the breaker: {e}");
-                    ExitCode::from(exit::GATE_FAILED)
-                }
+                Err(e) => Err(CommandError::failed(format!(
+                    "cannot clear the breaker: {e}"
+                ))),
             }
         }
-        Action::Status => match cooldown::current_verdict(&forensics::report_dirs(&[])) {
+        Action::Status => match cooldown::current_verdict(&ReportFolders::default().dirs()) {
             Ok(v) => {
                 for w in &v.warnings {
                     eprintln!("{w}");
@@ -68,12 +66,13 @@ pub fn run(args: Args) -> ExitCode {
                         b.threshold, b.window_sec, b.cooldown_sec
                     );
                 }
-                ExitCode::from(if b.tripped { exit::BLOCKED } else { exit::OK })
+                Ok(if b.tripped {
+                    Outcome::Blocked(None)
+                } else {
+                    Outcome::Proceed
+                })
             }
-            Err(e) => {
-                eprintln!("metal-guard: gate failed: {e}");
-                ExitCode::from(exit::GATE_FAILED)
-            }
+            Err(e) => Err(CommandError::failed(format!("gate failed: {e}"))),
         },
     }
 }

@@ -1,15 +1,15 @@
 //! `metal-guard diagnose`: every panic report in the window, newest first,
 //! with its signature and a plain-words explanation.
 
-use super::exit;
+use super::outcome::{CommandError, CommandResult, Outcome};
 use super::report_text::{dir_list, render_report, skipped_lines, skipped_note};
+use super::shared_args::{JsonOutput, ReportFolders};
 use metal_guard_core::forensics::{
-    panic_ledger, report_dirs, scan_reports, PanicReport, ReportScan, ScanOutcome, SkippedFile,
+    panic_ledger, scan_reports, PanicReport, ReportScan, ScanOutcome, SkippedFile,
 };
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use time::{Duration, OffsetDateTime};
 
 const EXIT_CODES: &str = "Exit codes:\n  0   the scan ran (whether or not panics were found; unreadable files are listed as skipped)\n  3   internal error: the JSON output could not be produced (the message says why)\n  64  bad usage (unknown flag, --since not a positive number of hours)";
@@ -21,15 +21,14 @@ const EXIT_CODES: &str = "Exit codes:\n  0   the scan ran (whether or not panics
     after_help = EXIT_CODES
 )]
 pub struct Args {
-    /// Scan this folder instead of the macOS places (repeatable).
-    #[arg(long = "reports", value_name = "DIR")]
-    pub reports: Vec<PathBuf>,
+    #[command(flatten)]
+    pub reports: ReportFolders,
     /// Only panics from the last HOURS hours (fractions allowed).
     #[arg(long, value_name = "HOURS", value_parser = parse_hours)]
     pub since: Option<f64>,
-    /// Print one JSON object {"reports": [...], "skipped": [...]} instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// JSON keys: reports: [...], skipped: [...].
+    #[command(flatten)]
+    pub output: JsonOutput,
 }
 
 fn parse_hours(value: &str) -> Result<f64, String> {
@@ -57,14 +56,14 @@ struct JsonReport<'a> {
 }
 
 #[derive(Serialize)]
-struct JsonOutput<'a> {
+struct JsonDocument<'a> {
     reports: Vec<JsonReport<'a>>,
     skipped: &'a [SkippedFile],
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let now = OffsetDateTime::now_utc();
-    let dirs = report_dirs(&args.reports);
+    let dirs = args.reports.dirs();
     let since = args.since.map(|h| now - Duration::seconds_f64(h * 3600.0));
     let outcome = scan_reports(&ReportScan {
         dirs: dirs.clone(),
@@ -75,19 +74,16 @@ pub fn run(args: Args) -> ExitCode {
     let _ = stderr.write_all(skipped_lines(&outcome.skipped).as_bytes());
     // The history is kept for the Mac's own reports, never for example or
     // copied folders passed with --reports.
-    if args.reports.is_empty() {
+    if args.reports.are_the_macs_own() {
         record_in_ledger(&outcome, now, &mut stderr);
     }
     drop(stderr);
 
-    let text = if args.json {
-        match json_output(&outcome) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!("metal-guard: cannot produce the JSON output ({e}); run without --json to see the reports");
-                return ExitCode::from(exit::GATE_FAILED);
-            }
-        }
+    let text = if args.output.json {
+        json_output(&outcome).map_err(|e| {
+            CommandError::failed(format!("cannot produce the JSON output ({e})"))
+                .hint("run without --json to see the reports")
+        })?
     } else {
         human_output(&outcome, &dirs, args.since, now)
     };
@@ -96,7 +92,7 @@ pub fn run(args: Args) -> ExitCode {
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|_| stdout.flush());
-    ExitCode::from(exit::OK)
+    Ok(Outcome::Proceed)
 }
 
 /// Adds the IOGPU panics to `panics.jsonl`; problems become one warning line.
@@ -131,7 +127,7 @@ fn json_output(outcome: &ScanOutcome) -> Result<String, serde_json::Error> {
             }
         })
         .collect();
-    let output = JsonOutput {
+    let output = JsonDocument {
         reports,
         skipped: &outcome.skipped,
     };

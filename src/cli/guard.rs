@@ -1,8 +1,8 @@
 //! `metal-guard guard install|uninstall|status`: the reversible shell guard.
 
-use super::exit;
+use super::outcome::{CommandError, CommandResult, Outcome};
+use super::shared_args::JsonOutput;
 use metal_guard_core::shell_guard::{self, GuardError, GuardPaths, Shell};
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -25,12 +25,12 @@ pub enum Action {
     },
     /// Show where the guard is installed.
     Status {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: JsonOutput,
     },
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let paths = GuardPaths::from_env();
     match args.action {
         Action::Install { shells } => {
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> ExitCode {
             } else {
                 shells
             };
-            let mut failed = false;
+            let mut failures = Vec::new();
             for shell in shells {
                 match shell_guard::install(&paths, shell) {
                     Ok(c) => match c.action {
@@ -57,16 +57,14 @@ pub fn run(args: Args) -> ExitCode {
                                 .unwrap_or_default()
                         ),
                     },
-                    Err(e) => {
-                        eprintln!("metal-guard: {}: {e}", shell.name());
-                        failed = true;
-                    }
+                    Err(e) => failures.push(format!("{}: {e}", shell.name())),
                 }
             }
-            if !failed {
-                println!("Open a new terminal (or `source` your rc) for it to take effect. Turn it off with METALGUARD_SHELL_GUARD_DISABLED=1; remove it with `metal-guard guard uninstall`.");
+            if !failures.is_empty() {
+                return Err(CommandError::failed(failures.join("; ")));
             }
-            ExitCode::from(if failed { exit::GATE_FAILED } else { exit::OK })
+            println!("Open a new terminal (or `source` your rc) for it to take effect. Turn it off with METALGUARD_SHELL_GUARD_DISABLED=1; remove it with `metal-guard guard uninstall`.");
+            Ok(Outcome::Proceed)
         }
         Action::Uninstall { shells } => {
             let shells = if shells.is_empty() {
@@ -74,7 +72,8 @@ pub fn run(args: Args) -> ExitCode {
             } else {
                 shells
             };
-            let mut code = exit::OK;
+            let mut damaged = Vec::new();
+            let mut failures = Vec::new();
             for shell in shells {
                 match shell_guard::uninstall(&paths, shell) {
                     Ok(c) => match c.action {
@@ -91,21 +90,24 @@ pub fn run(args: Args) -> ExitCode {
                                 .unwrap_or_default()
                         ),
                     },
-                    Err(e @ GuardError::MissingEnd { .. }) => {
-                        eprintln!("metal-guard: {e}");
-                        code = exit::FINDING;
-                    }
-                    Err(e) => {
-                        eprintln!("metal-guard: {}: {e}", shell.name());
-                        code = exit::GATE_FAILED;
-                    }
+                    Err(e @ GuardError::MissingEnd { .. }) => damaged.push(e.to_string()),
+                    Err(e) => failures.push(format!("{}: {e}", shell.name())),
                 }
             }
-            ExitCode::from(code)
+            if !failures.is_empty() {
+                for d in &damaged {
+                    eprintln!("metal-guard: {d}");
+                }
+                return Err(CommandError::failed(failures.join("; ")));
+            }
+            for d in &damaged {
+                eprintln!("metal-guard: {d}");
+            }
+            Ok(Outcome::finding_if(!damaged.is_empty()))
         }
-        Action::Status { json } => {
+        Action::Status { output } => {
             let s = shell_guard::status(&paths);
-            if json {
+            if output.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&s).expect("status serializes")
@@ -128,7 +130,7 @@ pub fn run(args: Args) -> ExitCode {
                     println!("mlx-safe-python is not on PATH: the guard passes everything through until it is.");
                 }
             }
-            ExitCode::from(exit::OK)
+            Ok(Outcome::Proceed)
         }
     }
 }

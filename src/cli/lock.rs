@@ -1,10 +1,12 @@
 //! `metal-guard lock status|run LABEL -- CMD...|release [--force]`: one MLX
 //! workload per machine, enforced by a kernel lock held for the holder's life.
 
-use super::exit;
+use super::outcome::{CommandError, CommandResult, Outcome};
+use super::shared_args::JsonOutput;
+use metal_guard_core::exit_status;
 use metal_guard_core::gates::mlx_lock::{self, AcquireError, LockPaths, ReleaseOutcome};
 use metal_guard_core::timefmt;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
@@ -18,9 +20,8 @@ pub struct Args {
 pub enum Action {
     /// Who holds the lock. Exit 0 free, 1 held.
     Status {
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: JsonOutput,
     },
     /// Take the lock (or exit 2 at once when it is held), run CMD, release.
     /// Exits with CMD's status.
@@ -42,16 +43,16 @@ pub enum Action {
     },
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let paths = LockPaths::from_env();
     match args.action {
-        Action::Status { json } => status(&paths, json),
+        Action::Status { output } => status(&paths, output.json),
         Action::Run { label, command } => run_locked(&paths, &label, &command),
         Action::Release { force, grace_sec } => release(&paths, force, grace_sec),
     }
 }
 
-fn status(paths: &LockPaths, json: bool) -> ExitCode {
+fn status(paths: &LockPaths, json: bool) -> CommandResult {
     let s = mlx_lock::lock_status(paths);
     for w in &s.warnings {
         eprintln!("{w}");
@@ -93,7 +94,7 @@ fn status(paths: &LockPaths, json: bool) -> ExitCode {
     } else {
         println!("MLX lock free");
     }
-    ExitCode::from(if s.held { exit::FINDING } else { exit::OK })
+    Ok(Outcome::finding_if(s.held))
 }
 
 /// The child `lock run` started, for the signal forwarder.
@@ -121,17 +122,11 @@ fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) {
     }
 }
 
-fn run_locked(paths: &LockPaths, label: &str, command: &[String]) -> ExitCode {
+fn run_locked(paths: &LockPaths, label: &str, command: &[String]) -> CommandResult {
     let mut guard = match mlx_lock::try_acquire(paths, label, command) {
         Ok(g) => g,
-        Err(e @ AcquireError::Held(_)) => {
-            eprintln!("metal-guard: {e}");
-            return ExitCode::from(exit::BLOCKED);
-        }
-        Err(e) => {
-            eprintln!("metal-guard: {e}");
-            return ExitCode::from(exit::GATE_FAILED);
-        }
+        Err(e @ AcquireError::Held(_)) => return Ok(Outcome::Blocked(Some(e.to_string()))),
+        Err(e) => return Err(CommandError::failed(e.to_string())),
     };
     // The child inherits the locked descriptor: the lock lives as long as
     // either of us does.
@@ -151,11 +146,13 @@ fn run_locked(paths: &LockPaths, label: &str, command: &[String]) -> ExitCode {
                 "metal-guard: cannot start {:?} ({e}); check the command and your PATH",
                 command[0]
             );
-            return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            });
+            return Ok(Outcome::External(
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    exit_status::NOT_FOUND
+                } else {
+                    exit_status::CANNOT_RUN
+                },
+            ));
         }
     };
     CHILD_PID.store(child.id() as i32, Ordering::SeqCst);
@@ -167,8 +164,9 @@ fn run_locked(paths: &LockPaths, label: &str, command: &[String]) -> ExitCode {
             Ok(s) => break s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("metal-guard: lost track of the child ({e})");
-                return ExitCode::from(exit::GATE_FAILED);
+                return Err(CommandError::failed(format!(
+                    "lost track of the child ({e})"
+                )))
             }
         }
     };
@@ -178,18 +176,18 @@ fn run_locked(paths: &LockPaths, label: &str, command: &[String]) -> ExitCode {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
-    ExitCode::from(code.clamp(0, 255) as u8)
+    Ok(Outcome::External(code.clamp(0, 255) as u8))
 }
 
-fn release(paths: &LockPaths, force: bool, grace_sec: u64) -> ExitCode {
+fn release(paths: &LockPaths, force: bool, grace_sec: u64) -> CommandResult {
     match mlx_lock::release(paths, force, Duration::from_secs(grace_sec)) {
         Ok(ReleaseOutcome::NotHeld) => {
             println!("MLX lock was not held.");
-            ExitCode::from(exit::OK)
+            Ok(Outcome::Proceed)
         }
         Ok(ReleaseOutcome::RemovedStale { pid }) => {
             println!("Removed the stale record of pid {pid} (it had died); the lock is free.");
-            ExitCode::from(exit::OK)
+            Ok(Outcome::Proceed)
         }
         Ok(ReleaseOutcome::Stopped { pid, killed }) => {
             println!(
@@ -200,15 +198,9 @@ fn release(paths: &LockPaths, force: bool, grace_sec: u64) -> ExitCode {
                     "SIGTERM"
                 }
             );
-            ExitCode::from(exit::OK)
+            Ok(Outcome::Proceed)
         }
-        Err(e @ AcquireError::Held(_)) => {
-            eprintln!("metal-guard: {e}");
-            ExitCode::from(exit::BLOCKED)
-        }
-        Err(e) => {
-            eprintln!("metal-guard: {e}");
-            ExitCode::from(exit::GATE_FAILED)
-        }
+        Err(e @ AcquireError::Held(_)) => Ok(Outcome::Blocked(Some(e.to_string()))),
+        Err(e) => Err(CommandError::failed(e.to_string())),
     }
 }

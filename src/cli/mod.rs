@@ -15,30 +15,14 @@ pub mod guard;
 pub mod lock;
 pub mod models;
 pub mod orphan_scan;
+pub mod outcome;
 pub mod panic_gate;
 pub mod postmortem;
 pub mod selftest;
+pub mod shared_args;
 pub mod status;
 pub mod status_write;
 use std::process::ExitCode;
-
-/// Exit codes shared by every subcommand (documented in `--help` and the
-/// README): the CLI's names for the statuses of `metal_guard_core::exit_status`
-/// (the one table every program of metal-guard uses).
-#[allow(dead_code)] // each constant is used by the subcommand that produces it
-pub mod exit {
-    use metal_guard_core::exit_status;
-    /// Success, or "proceed" for a gate.
-    pub const OK: u8 = exit_status::SUCCESS;
-    /// A finding the caller asked about (an orphan, a too-soon cadence).
-    pub const FINDING: u8 = exit_status::FINDING;
-    /// Blocked: a cooldown, lockout or cadence interval is in force.
-    pub const BLOCKED: u8 = exit_status::GATE_BLOCKED;
-    /// The gate itself failed; callers decide whether to fail open.
-    pub const GATE_FAILED: u8 = exit_status::COULD_NOT_ANSWER;
-    /// Bad usage (clap's own code for argument errors).
-    pub const USAGE: u8 = exit_status::USAGE;
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,13 +75,13 @@ pub fn run() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(exit::USAGE)
+                ExitCode::from(metal_guard_core::exit_status::USAGE)
             } else {
                 ExitCode::SUCCESS
             };
         }
     };
-    match cli.command {
+    outcome::finish(match cli.command {
         None => wizard::run(),
         Some(Command::Diagnose(args)) => diagnose::run(args),
         Some(Command::Run(args)) => run::run(args),
@@ -113,5 +97,5 @@ pub fn run() -> ExitCode {
         Some(Command::Guard(a)) => guard::run(a),
         Some(Command::Postmortem(a)) => postmortem::run(a),
         Some(Command::Selftest(a)) => selftest::run(a),
-    }
+    })
 }

@@ -1,10 +1,10 @@
 //! `metal-guard models [MODEL_ID] [--json]`: the known-panic-model registry
 //! and the version advisories for the interpreter that runs MLX.
 
-use super::exit;
+use super::outcome::{CommandResult, Outcome};
+use super::shared_args::JsonOutput;
 use metal_guard_core::registry::{self, installed, AdvisoryMatch};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,22 +15,23 @@ pub struct Args {
     /// MLX_SAFE_PYTHON_BIN, else python3 on PATH). It is not run.
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Print as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// JSON keys: model, models, failure_modes, installed, advisories,
+    /// registry_updated, exit_code.
+    #[command(flatten)]
+    pub output: JsonOutput,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let reg = registry::registry();
     let pkgs = installed::installed_packages(args.python.as_deref(), &registry::WATCHED_PACKAGES);
     let advisories = registry::check_advisories(&reg, &pkgs.versions);
     let entry = args.model_id.as_deref().map(|m| (m, reg.model(m)));
-    let code = match entry {
-        Some((_, Some(m))) if m.tier == "panic" => exit::BLOCKED,
-        Some((_, Some(_))) => exit::FINDING,
-        _ => exit::OK,
+    let outcome = match entry {
+        Some((_, Some(m))) if m.tier == "panic" => Outcome::Blocked(None),
+        Some((_, Some(_))) => Outcome::Finding,
+        _ => Outcome::Proceed,
     };
-    if args.json {
+    if args.output.json {
         let body = serde_json::json!({
             "model": entry.map(|(id, m)| serde_json::json!({"id": id, "known": m})),
             "models": if args.model_id.is_none() { serde_json::to_value(&reg.models).ok() } else { None },
@@ -38,13 +39,13 @@ pub fn run(args: Args) -> ExitCode {
             "installed": pkgs,
             "advisories": advisories,
             "registry_updated": reg.updated,
-            "exit_code": code,
+            "exit_code": outcome.status(),
         });
         println!(
             "{}",
             serde_json::to_string_pretty(&body).expect("JSON serializes")
         );
-        return ExitCode::from(code);
+        return Ok(outcome);
     }
     match entry {
         Some((id, Some(m))) => {
@@ -99,5 +100,5 @@ pub fn run(args: Args) -> ExitCode {
             println!("      advice: {}", a.advice);
         }
     }
-    ExitCode::from(code)
+    Ok(outcome)
 }

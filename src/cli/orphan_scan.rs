@@ -1,10 +1,10 @@
 //! `metal-guard orphan-scan [--threshold-sec N] [--json]`: PRE/POST pairing
 //! over the breadcrumb log; exit 1 when an orphan is found.
 
-use super::exit;
+use super::outcome::{CommandError, CommandResult, Outcome};
+use super::shared_args::JsonOutput;
 use metal_guard_core::orphans;
 use metal_guard_core::{breadcrumbs, timefmt};
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -12,18 +12,19 @@ pub struct Args {
     /// METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC, else 90).
     #[arg(long, value_name = "N")]
     pub threshold_sec: Option<f64>,
-    /// Print {"threshold_sec", "orphans": [{model_id, pre_ts, age_sec, pid}]}.
-    #[arg(long)]
-    pub json: bool,
+    /// JSON keys: threshold_sec, orphans: [{model_id, pre_ts, age_sec, pid}].
+    #[command(flatten)]
+    pub output: JsonOutput,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let mut warnings = Vec::new();
     let threshold = match args.threshold_sec {
         Some(t) if t.is_finite() && t >= 0.0 => t,
         Some(t) => {
-            eprintln!("metal-guard: --threshold-sec must be a number of seconds >= 0, got {t}");
-            return ExitCode::from(exit::USAGE);
+            return Err(CommandError::usage(format!(
+                "--threshold-sec must be a number of seconds >= 0, got {t}"
+            )))
         }
         None => metal_guard_core::status::orphan_threshold(&mut warnings),
     };
@@ -34,8 +35,11 @@ pub fn run(args: Args) -> ExitCode {
     let lines = match orphans::read_log(&path) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("metal-guard: cannot read the breadcrumb log {} ({e}); set METALGUARD_BREADCRUMB_PATH to the right file", path.display());
-            return ExitCode::from(exit::GATE_FAILED);
+            return Err(CommandError::failed(format!(
+                "cannot read the breadcrumb log {} ({e})",
+                path.display()
+            ))
+            .hint("set METALGUARD_BREADCRUMB_PATH to the right file"))
         }
     };
     let found = orphans::find_orphans(
@@ -43,7 +47,7 @@ pub fn run(args: Args) -> ExitCode {
         time::Duration::seconds_f64(threshold),
         time::OffsetDateTime::now_utc(),
     );
-    if args.json {
+    if args.output.json {
         let body = serde_json::json!({ "threshold_sec": threshold, "orphans": found });
         println!(
             "{}",
@@ -70,9 +74,5 @@ pub fn run(args: Args) -> ExitCode {
         }
         println!("A section that never finished means the process hung or died inside it, or the Mac panicked; `metal-guard diagnose` looks for the panic report.");
     }
-    ExitCode::from(if found.is_empty() {
-        exit::OK
-    } else {
-        exit::FINDING
-    })
+    Ok(Outcome::finding_if(!found.is_empty()))
 }

@@ -1,32 +1,30 @@
 //! `metal-guard panic-gate`: the cooldown verdict as an exit code
 //! (0 proceed, 2 cooldown or lockout, 3 the gate itself failed).
 
-use super::exit;
-use metal_guard_core::forensics;
+use super::outcome::{CommandError, CommandResult, Outcome};
+use super::shared_args::{JsonOutput, ReportFolders};
+use metal_guard_core::exit_status;
 use metal_guard_core::gates::cooldown::{self, CooldownVerdict, VerdictKind};
 use metal_guard_core::timefmt;
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print the verdict as JSON (keys: exit_code, reason, recent_panics_24h,
-    /// recent_panics_72h, cooldown_until, and more).
-    #[arg(long)]
-    pub json: bool,
-    /// Folder of panic reports to read instead of the macOS defaults (repeatable).
-    #[arg(long = "reports", value_name = "DIR")]
-    pub reports: Vec<PathBuf>,
+    /// JSON keys: exit_code, reason, recent_panics_24h, recent_panics_72h,
+    /// cooldown_until, and more.
+    #[command(flatten)]
+    pub output: JsonOutput,
+    #[command(flatten)]
+    pub reports: ReportFolders,
 }
 
-pub fn run(args: Args) -> ExitCode {
-    let dirs = forensics::report_dirs(&args.reports);
+pub fn run(args: Args) -> CommandResult {
+    let dirs = args.reports.dirs();
     match cooldown::current_verdict(&dirs) {
         Ok(v) => {
             for w in &v.warnings {
                 eprintln!("{w}");
             }
-            if args.json {
+            if args.output.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&v).expect("verdict serializes")
@@ -34,26 +32,27 @@ pub fn run(args: Args) -> ExitCode {
             } else {
                 print!("{}", human(&v));
             }
-            ExitCode::from(v.exit_code)
+            Ok(if v.allows_run() {
+                Outcome::Proceed
+            } else {
+                Outcome::Blocked(None)
+            })
         }
         Err(e) => {
-            if args.json {
+            let error = CommandError::failed(format!("gate failed: {e}"));
+            if args.output.json {
                 let body = serde_json::json!({
-                    "exit_code": exit::GATE_FAILED,
+                    "exit_code": exit_status::COULD_NOT_ANSWER,
                     "reason": format!("gate failed: {e}"),
                     "recent_panics_24h": null,
                     "recent_panics_72h": null,
                     "cooldown_until": null,
                     "kind": "gate_failed",
                 });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).expect("JSON serializes")
-                );
+                Err(error.json_body(body))
             } else {
-                eprintln!("metal-guard: gate failed: {e}");
+                Err(error)
             }
-            ExitCode::from(exit::GATE_FAILED)
         }
     }
 }

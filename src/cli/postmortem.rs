@@ -1,33 +1,32 @@
 //! `metal-guard postmortem DIR`: collect the diagnostic bundle after a panic.
 
-use super::exit;
+use super::outcome::{CommandError, CommandResult, Outcome};
+use super::shared_args::{JsonOutput, ReportFolders};
+use metal_guard_core::postmortem;
 use metal_guard_core::{env_vars, timefmt};
-use metal_guard_core::{forensics, postmortem};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Folder to write the bundle into (created 0700).
     pub dir: PathBuf,
-    /// Folder of panic reports to read instead of the macOS defaults (repeatable).
-    #[arg(long = "reports", value_name = "DIR")]
-    pub reports: Vec<PathBuf>,
+    #[command(flatten)]
+    pub reports: ReportFolders,
     /// How far back to look for panic reports, hours.
     #[arg(long, default_value_t = 72)]
     pub hours: u32,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// JSON: the bundle's summary (dir, iogpu_panics_found, reports_copied, sentinel_until, warnings).
+    #[command(flatten)]
+    pub output: JsonOutput,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     if env_vars::flag(&env_vars::process_env, "METALGUARD_POSTMORTEM_DISABLED") {
         println!("postmortem disabled by METALGUARD_POSTMORTEM_DISABLED; nothing written");
-        return ExitCode::from(exit::OK);
+        return Ok(Outcome::Proceed);
     }
     let now = time::OffsetDateTime::now_utc();
-    let dirs = forensics::report_dirs(&args.reports);
+    let dirs = args.reports.dirs();
     match postmortem::run_postmortem(
         &args.dir,
         &dirs,
@@ -38,7 +37,7 @@ pub fn run(args: Args) -> ExitCode {
             for w in &s.warnings {
                 eprintln!("metal-guard: warning: {w}");
             }
-            if args.json {
+            if args.output.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&s).expect("summary serializes")
@@ -58,11 +57,10 @@ pub fn run(args: Args) -> ExitCode {
                 }
                 println!("  start with {}", s.dir.join("index.md").display());
             }
-            ExitCode::from(exit::OK)
+            Ok(Outcome::Proceed)
         }
-        Err(e) => {
-            eprintln!("metal-guard: cannot write the postmortem bundle: {e}");
-            ExitCode::from(exit::GATE_FAILED)
-        }
+        Err(e) => Err(CommandError::failed(format!(
+            "cannot write the postmortem bundle: {e}"
+        ))),
     }
 }

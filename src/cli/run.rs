@@ -3,11 +3,11 @@
 //! version-manager shims followed to the real interpreter so that nothing
 //! SIP-protected sits in the exec chain. See `docs/launcher.md`.
 
+use super::outcome::{CommandError, CommandResult, Outcome};
 use metal_guard_core::gates::start_gate::CooldownGate;
 use metal_guard_shim::launch_env::LaunchEnv;
 use metal_guard_shim::launcher::{launch, LaunchOptions, Target};
 use std::ffi::OsString;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -33,11 +33,11 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let mut words = args.command.into_iter();
     let Some(command) = words.next() else {
-        eprintln!("metal-guard run: no command given; usage: metal-guard run -- CMD ARGS...");
-        return ExitCode::from(super::exit::USAGE);
+        return Err(CommandError::usage("run: no command given")
+            .hint("usage: metal-guard run -- CMD ARGS..."));
     };
     let options = LaunchOptions {
         tool: "metal-guard run".to_owned(),
@@ -50,5 +50,10 @@ pub fn run(args: Args) -> ExitCode {
         args: words.collect(),
     };
     let gate = CooldownGate::from_environment();
-    ExitCode::from(launch(target, &options, &gate, &LaunchEnv::from_process()))
+    Ok(Outcome::External(launch(
+        target,
+        &options,
+        &gate,
+        &LaunchEnv::from_process(),
+    )))
 }

@@ -3,6 +3,7 @@
 //! from the program's own report, the guard's handshake and its breadcrumbs,
 //! that the guard is really there. See `docs/selftest.md`.
 
+use super::outcome::{CommandError, CommandResult, Outcome};
 use metal_guard::selftest::{
     breadcrumbs_for_pid, check_device_class, check_hooks, check_library_loaded, check_refusal,
     check_summary, check_tiny_program, parse_program_report, Check, Environment, ProgramReport,
@@ -19,11 +20,10 @@ use metal_guard_shim::launch_env::{LaunchEnv, Platform};
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The self-test could not run (nothing was judged).
-const EXIT_COULD_NOT_RUN: u8 = metal_guard_core::exit_status::COULD_NOT_ANSWER;
 /// How long the program may take (the first `import mlx` can be slow).
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -75,12 +75,12 @@ enum Driver {
     Simulated { dir: PathBuf, client: PathBuf },
 }
 
-fn could_not_run(message: &str) -> ExitCode {
-    eprintln!("metal-guard selftest: {message}");
-    ExitCode::from(EXIT_COULD_NOT_RUN)
+/// The self-test could not run (status 3, `COULD_NOT_ANSWER`).
+fn could_not_run(message: &str) -> CommandResult {
+    Err(CommandError::failed(format!("selftest: {message}")))
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let launcher = match launcher_path() {
         Ok(p) => p,
         Err(message) => return could_not_run(&message),
@@ -177,7 +177,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
-    ExitCode::from(report.exit_code())
+    Ok(Outcome::finding_if(report.exit_code() != 0))
 }
 
 /// `mlx-safe-python` beside this executable (symlinks resolved).

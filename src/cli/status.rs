@@ -1,29 +1,28 @@
 //! `metal-guard status [--json]`: the whole picture; the exit code follows
 //! the verdict (0 proceed, 2 cooldown or lockout, 3 the gate failed).
 
-use metal_guard_core::forensics;
+use super::outcome::{CommandResult, Outcome};
+use super::shared_args::{JsonOutput, ReportFolders};
+use metal_guard_core::exit_status;
 use metal_guard_core::registry::AdvisoryMatch;
 use metal_guard_core::status::{self, StatusSnapshot};
 use metal_guard_core::timefmt;
-use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print the snapshot as JSON (the same document status-write writes).
-    #[arg(long)]
-    pub json: bool,
-    /// Folder of panic reports to read instead of the macOS defaults (repeatable).
-    #[arg(long = "reports", value_name = "DIR")]
-    pub reports: Vec<PathBuf>,
+    /// JSON: the snapshot, the same document status-write writes.
+    #[command(flatten)]
+    pub output: JsonOutput,
+    #[command(flatten)]
+    pub reports: ReportFolders,
     /// How many breadcrumb lines to show.
     #[arg(long, default_value_t = 20)]
     pub breadcrumbs: usize,
 }
 
-pub fn run(args: Args) -> ExitCode {
-    let snap = status::capture(&forensics::report_dirs(&args.reports), args.breadcrumbs);
-    if args.json {
+pub fn run(args: Args) -> CommandResult {
+    let snap = status::capture(&args.reports.dirs(), args.breadcrumbs);
+    if args.output.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&snap).expect("the snapshot serializes")
@@ -34,7 +33,13 @@ pub fn run(args: Args) -> ExitCode {
         }
         print!("{}", human(&snap));
     }
-    ExitCode::from(snap.exit_code)
+    // The exit status follows the verdict; a gate that failed is status 3
+    // after the snapshot was shown (its error is in the snapshot).
+    Ok(match snap.exit_code {
+        exit_status::SUCCESS => Outcome::Proceed,
+        exit_status::GATE_BLOCKED => Outcome::Blocked(None),
+        other => Outcome::External(other),
+    })
 }
 
 fn gib(bytes: u64) -> String {

@@ -2,11 +2,10 @@
 //! `~/.cache/metal-guard/status.json` current (atomic, versioned); as a
 //! daemon it stops cleanly on SIGTERM or SIGINT.
 
-use super::exit;
-use metal_guard_core::forensics;
+use super::outcome::{CommandError, CommandResult, Outcome};
+use super::shared_args::ReportFolders;
 use metal_guard_core::status;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,9 +20,8 @@ pub struct Args {
     /// Where to write (default ~/.cache/metal-guard/status.json).
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
-    /// Folder of panic reports to read instead of the macOS defaults (repeatable).
-    #[arg(long = "reports", value_name = "DIR")]
-    pub reports: Vec<PathBuf>,
+    #[command(flatten)]
+    pub reports: ReportFolders,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -32,35 +30,29 @@ extern "C" fn request_stop(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn write_once(path: &std::path::Path, dirs: &[PathBuf]) -> bool {
+fn write_once(path: &std::path::Path, dirs: &[PathBuf]) -> Result<(), CommandError> {
     let snap = status::capture(dirs, 20);
     match status::write_snapshot(path, &snap) {
         Ok(w) => {
             if let Some(w) = w {
                 eprintln!("{w}");
             }
-            true
+            Ok(())
         }
-        Err(e) => {
-            eprintln!(
-                "metal-guard: cannot write {} ({e}); check that the folder is writable",
-                path.display()
-            );
-            false
-        }
+        Err(e) => Err(
+            CommandError::failed(format!("cannot write {} ({e})", path.display()))
+                .hint("check that the folder is writable"),
+        ),
     }
 }
 
-pub fn run(args: Args) -> ExitCode {
+pub fn run(args: Args) -> CommandResult {
     let path = args.out.unwrap_or_else(status::status_path);
-    let dirs = forensics::report_dirs(&args.reports);
+    let dirs = args.reports.dirs();
     let Some(interval) = args.interval else {
-        return if write_once(&path, &dirs) {
-            println!("wrote {}", path.display());
-            ExitCode::from(exit::OK)
-        } else {
-            ExitCode::from(exit::GATE_FAILED)
-        };
+        write_once(&path, &dirs)?;
+        println!("wrote {}", path.display());
+        return Ok(Outcome::Proceed);
     };
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic.
@@ -75,12 +67,13 @@ pub fn run(args: Args) -> ExitCode {
         "metal-guard: writing {} every {interval} s (stop with SIGTERM or Ctrl-C)",
         path.display()
     );
-    let mut failures = 0u32;
+    // A daemon reports each failed write and keeps going; it ends with the
+    // last write's result.
+    let mut last = Ok(());
     while !STOP.load(Ordering::SeqCst) {
-        if write_once(&path, &dirs) {
-            failures = 0;
-        } else {
-            failures += 1;
+        last = write_once(&path, &dirs);
+        if let Err(e) = &last {
+            eprintln!("{}", e.message());
         }
         let next = Instant::now() + Duration::from_secs(interval);
         while Instant::now() < next && !STOP.load(Ordering::SeqCst) {
@@ -88,9 +81,5 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     eprintln!("metal-guard: status-write stopped");
-    ExitCode::from(if failures == 0 {
-        exit::OK
-    } else {
-        exit::GATE_FAILED
-    })
+    last.map(|()| Outcome::Proceed)
 }

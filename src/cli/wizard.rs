@@ -3,18 +3,17 @@
 //! when stdin is a terminal; the default answer is No).
 
 use super::diagnose::record_in_ledger;
-use super::exit;
+use super::outcome::{CommandResult, Outcome};
 use super::report_text::{dir_list, render_report, skipped_lines, skipped_note};
 use clap::CommandFactory;
 use metal_guard_core::forensics::{report_dirs, scan_reports, ReportScan};
 use metal_guard_core::gates::cooldown;
 use std::io::{BufRead, IsTerminal, Write};
-use std::process::ExitCode;
 use time::OffsetDateTime;
 
 const GUARD_WHAT_IT_DOES: &str = "The shell guard adds one marked block to your ~/.zshrc or ~/.bashrc (a backup is kept). In interactive terminals it sends `python` and `python3` through mlx-safe-python: while a panic cooldown is active, MLX runs pause with an explanation instead of risking another reboot; otherwise they run unchanged. `metal-guard guard uninstall` removes it; METALGUARD_SHELL_GUARD_DISABLED=1 turns it off without uninstalling.";
 
-pub fn run() -> ExitCode {
+pub fn run() -> CommandResult {
     let now = OffsetDateTime::now_utc();
     let dirs = report_dirs(&[]);
     let outcome = scan_reports(&ReportScan::all(dirs.clone()));
@@ -44,7 +43,7 @@ pub fn run() -> ExitCode {
         out.push_str(&cooldown_section(&dirs));
         out.push_str("\nIf your Mac ever restarts while MLX runs, run `metal-guard` again.\n");
         let _ = std::io::stdout().write_all(out.as_bytes());
-        return ExitCode::from(exit::OK);
+        return Ok(Outcome::Proceed);
     };
 
     out.push_str("Your Mac's most recent GPU-driver panic:\n\n");
@@ -69,11 +68,11 @@ pub fn run() -> ExitCode {
             stdout,
             "The guard is installed with `metal-guard guard install` (this build does not include it yet)."
         );
-        return ExitCode::from(exit::OK);
+        return Ok(Outcome::Proceed);
     }
     if !std::io::stdin().is_terminal() {
         let _ = writeln!(stdout, "To install it: metal-guard guard install");
-        return ExitCode::from(exit::OK);
+        return Ok(Outcome::Proceed);
     }
     let _ = write!(stdout, "Install the shell guard now? [y/N] ");
     let _ = stdout.flush();
@@ -82,7 +81,7 @@ pub fn run() -> ExitCode {
     let _ = std::io::stdin().lock().read_line(&mut answer);
     if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
         println!("Not installed. You can install it any time with: metal-guard guard install");
-        return ExitCode::from(exit::OK);
+        return Ok(Outcome::Proceed);
     }
     install_guard()
 }
@@ -110,28 +109,30 @@ fn cooldown_section(dirs: &[std::path::PathBuf]) -> String {
 
 /// Runs `metal-guard guard install` as its own process, so the wizard and the
 /// subcommand behave identically.
-fn install_guard() -> ExitCode {
+/// The wizard ends with status 0 whatever the answer: a failed install is
+/// explained and the user is told the command to run.
+fn install_guard() -> CommandResult {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
             eprintln!("metal-guard: cannot locate this program ({e}); run `metal-guard guard install` yourself");
-            return ExitCode::from(exit::OK);
+            return Ok(Outcome::Proceed);
         }
     };
     match std::process::Command::new(exe)
         .args(["guard", "install"])
         .status()
     {
-        Ok(status) if status.success() => ExitCode::from(exit::OK),
+        Ok(status) if status.success() => Ok(Outcome::Proceed),
         Ok(status) => {
             eprintln!("metal-guard: the shell guard was not installed (exit {status}); see the message above, then run `metal-guard guard install` again");
-            ExitCode::from(exit::OK)
+            Ok(Outcome::Proceed)
         }
         Err(e) => {
             eprintln!(
                 "metal-guard: could not start `metal-guard guard install` ({e}); run it yourself"
             );
-            ExitCode::from(exit::OK)
+            Ok(Outcome::Proceed)
         }
     }
 }
