@@ -4,6 +4,8 @@
 //! never a silent hole: a threshold of 0 or a negative cooldown would let
 //! panics through, so those are refused too.
 
+use crate::warnings::Warnings;
+
 /// Reads one variable; `std::env::var` in production, a map in tests.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -42,22 +44,12 @@ pub fn flag(get: Lookup<'_>, name: &str) -> bool {
 
 /// A positive number of hours (fractions allowed). Unset: the default.
 /// Unparsable, zero, negative or absurd (over ten years): a warning and the default.
-pub fn positive_hours(
-    get: Lookup<'_>,
-    name: &str,
-    default: f64,
-    warnings: &mut Vec<String>,
-) -> f64 {
+pub fn positive_hours(get: Lookup<'_>, name: &str, default: f64, warnings: &mut Warnings) -> f64 {
     positive_number(get, name, default, 24.0 * 3653.0, "hours", warnings)
 }
 
 /// A positive number of seconds; same rules as [`positive_hours`].
-pub fn positive_seconds(
-    get: Lookup<'_>,
-    name: &str,
-    default: f64,
-    warnings: &mut Vec<String>,
-) -> f64 {
+pub fn positive_seconds(get: Lookup<'_>, name: &str, default: f64, warnings: &mut Warnings) -> f64 {
     positive_number(get, name, default, 3.2e8, "seconds", warnings)
 }
 
@@ -68,7 +60,7 @@ fn positive_number(
     default: f64,
     max: f64,
     unit: &str,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> f64 {
     match get(name) {
         None => default,
@@ -90,7 +82,7 @@ pub fn positive_count(
     get: Lookup<'_>,
     name: &str,
     default: usize,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> usize {
     match get(name) {
         None => default,
@@ -122,7 +114,7 @@ mod tests {
     #[test]
     fn bad_values_warn_and_keep_the_default() {
         let get = env(&[("H", "-1"), ("N", "0"), ("S", "soon"), ("OK", "1.5")]);
-        let mut w = Vec::new();
+        let mut w = Warnings::new();
         assert_eq!(positive_hours(&get, "H", 2.0, &mut w), 2.0);
         assert_eq!(positive_count(&get, "N", 2, &mut w), 2);
         assert_eq!(positive_seconds(&get, "S", 180.0, &mut w), 180.0);

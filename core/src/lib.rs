@@ -28,3 +28,4 @@ pub mod status;
 #[cfg(target_os = "macos")]
 pub mod sysctl_macos;
 pub mod timefmt;
+pub mod warnings;

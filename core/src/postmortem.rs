@@ -5,6 +5,7 @@
 
 use crate::forensics::{self, explain, PanicReport, ReportScan};
 use crate::gates::sentinel;
+use crate::warnings::Warnings;
 use crate::{env_vars, timefmt};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -30,7 +31,7 @@ pub struct PostmortemSummary {
     #[serde(with = "time::serde::rfc3339::option")]
     pub sentinel_until: Option<OffsetDateTime>,
     pub files: Vec<PathBuf>,
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
 }
 
 fn write_file(
@@ -62,7 +63,7 @@ pub fn run_postmortem(
         ));
     }
     crate::state::atomic_file::ensure_private_dir(dir)?;
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     let mut files = Vec::new();
 
     let scan = forensics::scan_reports(&ReportScan {

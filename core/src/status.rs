@@ -10,6 +10,7 @@ use crate::hardware::{self, HardwareInfo};
 use crate::orphans::{self, Orphan};
 use crate::registry::{self, installed::InstalledPackages, AdvisoryReport};
 use crate::shell_guard::{self, GuardPaths, GuardStatus};
+use crate::warnings::Warnings;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -39,7 +40,7 @@ pub struct StatusSnapshot {
     pub advisories: Vec<AdvisoryReport>,
     pub breadcrumbs: BreadcrumbTail,
     pub orphans: Vec<Orphan>,
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
 }
 
 /// The end of the breadcrumb log.
@@ -51,7 +52,7 @@ pub struct BreadcrumbTail {
 
 /// `METALGUARD_MODE`: `observer` or `defensive` (the default; anything else
 /// is a warning and the default).
-pub fn mode(warnings: &mut Vec<String>) -> String {
+pub fn mode(warnings: &mut Warnings) -> String {
     match std::env::var("METALGUARD_MODE")
         .ok()
         .as_deref()
@@ -70,7 +71,7 @@ pub fn mode(warnings: &mut Vec<String>) -> String {
 }
 
 /// The last `n` lines of the breadcrumb log.
-pub fn breadcrumb_tail(path: &Path, n: usize, warnings: &mut Vec<String>) -> Vec<String> {
+pub fn breadcrumb_tail(path: &Path, n: usize, warnings: &mut Warnings) -> Vec<String> {
     match orphans::read_tail_text(path, 256 * 1024) {
         Ok(text) => {
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -90,7 +91,7 @@ pub fn breadcrumb_tail(path: &Path, n: usize, warnings: &mut Vec<String>) -> Vec
 }
 
 /// The orphan threshold: `METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC`, else 90 s.
-pub fn orphan_threshold(warnings: &mut Vec<String>) -> f64 {
+pub fn orphan_threshold(warnings: &mut Warnings) -> f64 {
     crate::env_vars::positive_seconds(
         &crate::env_vars::process_env,
         "METALGUARD_SUBPROC_ORPHAN_THRESHOLD_SEC",
@@ -101,7 +102,7 @@ pub fn orphan_threshold(warnings: &mut Vec<String>) -> f64 {
 
 /// Takes the snapshot now.
 pub fn capture(report_dirs: &[PathBuf], breadcrumb_lines: usize) -> StatusSnapshot {
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     let mode = mode(&mut warnings);
     let (verdict, gate_error, exit_code) = match cooldown::current_verdict(report_dirs) {
         Ok(v) => {

@@ -44,9 +44,7 @@ pub fn run(args: Args) -> CommandResult {
         }
         Action::Status => match cooldown::current_verdict(&ReportFolders::default().dirs()) {
             Ok(v) => {
-                for w in &v.warnings {
-                    eprintln!("{w}");
-                }
+                v.warnings.emit();
                 let b = &v.breaker;
                 if args.json {
                     println!(

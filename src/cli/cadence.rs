@@ -43,7 +43,7 @@ pub fn run(args: Args) -> CommandResult {
         policy.cross_model_interval_ns =
             Some(seconds("--cross-model-interval", c)?).filter(|ns| *ns > 0);
     }
-    for w in warnings {
+    for w in &warnings {
         eprintln!("metal-guard: warning: {w}");
     }
     if args.model_id.trim().is_empty() {

@@ -54,9 +54,7 @@ pub fn run(args: Args) -> CommandResult {
 
 fn status(paths: &LockPaths, json: bool) -> CommandResult {
     let s = mlx_lock::lock_status(paths);
-    for w in &s.warnings {
-        eprintln!("{w}");
-    }
+    s.warnings.emit();
     if json {
         println!(
             "{}",

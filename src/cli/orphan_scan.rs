@@ -4,6 +4,7 @@
 use super::outcome::{CommandError, CommandResult, Outcome};
 use super::shared_args::JsonOutput;
 use metal_guard_core::orphans;
+use metal_guard_core::warnings::Warnings;
 use metal_guard_core::{breadcrumbs, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -18,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CommandResult {
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     let threshold = match args.threshold_sec {
         Some(t) if t.is_finite() && t >= 0.0 => t,
         Some(t) => {
@@ -28,9 +29,7 @@ pub fn run(args: Args) -> CommandResult {
         }
         None => metal_guard_core::status::orphan_threshold(&mut warnings),
     };
-    for w in warnings {
-        eprintln!("{w}");
-    }
+    warnings.emit();
     let path = breadcrumbs::breadcrumb_path();
     let lines = match orphans::read_log(&path) {
         Ok(l) => l,

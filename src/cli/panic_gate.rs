@@ -21,9 +21,7 @@ pub fn run(args: Args) -> CommandResult {
     let dirs = args.reports.dirs();
     match cooldown::current_verdict(&dirs) {
         Ok(v) => {
-            for w in &v.warnings {
-                eprintln!("{w}");
-            }
+            v.warnings.emit();
             if args.output.json {
                 println!(
                     "{}",

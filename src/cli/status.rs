@@ -28,9 +28,7 @@ pub fn run(args: Args) -> CommandResult {
             serde_json::to_string_pretty(&snap).expect("the snapshot serializes")
         );
     } else {
-        for w in &snap.warnings {
-            eprintln!("{w}");
-        }
+        snap.warnings.emit();
         print!("{}", human(&snap));
     }
     // The exit status follows the verdict; a gate that failed is status 3

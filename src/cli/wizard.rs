@@ -91,9 +91,7 @@ pub fn run() -> CommandResult {
 fn cooldown_section(dirs: &[std::path::PathBuf]) -> String {
     match cooldown::current_verdict(dirs) {
         Ok(verdict) => {
-            for warning in &verdict.warnings {
-                eprintln!("{warning}");
-            }
+            verdict.warnings.emit();
             let mut out = String::from("Can MLX run now?\n");
             out.push_str(&super::panic_gate::human(&verdict));
             if verdict.allows_run() {

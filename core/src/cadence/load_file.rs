@@ -13,6 +13,7 @@ use super::rule::{decide, CadenceDecision, CadencePolicy, LoadHistory, TooSoonRe
 use crate::state::file_lock::{FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
 use crate::timefmt;
+use crate::warnings::Warnings;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -89,7 +90,7 @@ pub fn check_and_mark(
     policy: &CadencePolicy,
     now: OffsetDateTime,
 ) -> Result<LoadCheck, CadenceError> {
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     let d = check_and_mark_at(&cadence_path(), model_id, policy, now, &mut warnings);
     for w in warnings {
         eprintln!("{w}");
@@ -103,7 +104,7 @@ pub fn check_and_mark_at(
     model_id: &str,
     policy: &CadencePolicy,
     now: OffsetDateTime,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> Result<LoadCheck, CadenceError> {
     let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
     lock_name.push(".lock");
@@ -208,7 +209,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cadence.json");
         let pol = CadencePolicy::default();
-        let mut w = Vec::new();
+        let mut w = Warnings::new();
         assert_eq!(
             check_and_mark_at(&p, "m", &pol, NOW, &mut w)
                 .unwrap()
@@ -251,7 +252,7 @@ mod tests {
             cross_model_interval_ns: Some(60 * SEC),
             ..Default::default()
         };
-        let mut w = Vec::new();
+        let mut w = Warnings::new();
         let c = check_and_mark_at(&p, "new", &pol, NOW, &mut w).unwrap();
         assert_eq!(c.blocking.as_ref().unwrap().0, "recent");
         assert_eq!(c.to_json()["rule"], "cross_model");
@@ -285,7 +286,7 @@ mod tests {
         ];
         for bytes in cases {
             std::fs::write(&p, bytes).unwrap();
-            let mut w = Vec::new();
+            let mut w = Warnings::new();
             let d = check_and_mark_at(&p, "m", &pol, NOW, &mut w).unwrap();
             assert_eq!(d.decision, CadenceDecision::Clear, "{bytes:?}");
             assert_eq!(w.len(), 1, "{bytes:?}: {w:?}");
@@ -296,7 +297,7 @@ mod tests {
         // A directory in its place: moved aside, then marked.
         std::fs::remove_file(&p).unwrap();
         std::fs::create_dir(&p).unwrap();
-        let mut w = Vec::new();
+        let mut w = Warnings::new();
         check_and_mark_at(&p, "m", &pol, NOW, &mut w).unwrap();
         assert!(p.is_file());
         assert!(w.iter().any(|l| l.contains("moved it to")), "{w:?}");
@@ -305,7 +306,7 @@ mod tests {
         std::fs::write(&victim, b"precious").unwrap();
         std::fs::remove_file(&p).unwrap();
         std::os::unix::fs::symlink(&victim, &p).unwrap();
-        check_and_mark_at(&p, "m", &pol, NOW, &mut Vec::new()).unwrap();
+        check_and_mark_at(&p, "m", &pol, NOW, &mut Warnings::new()).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(!std::fs::symlink_metadata(&p)
             .unwrap()
@@ -313,7 +314,7 @@ mod tests {
             .is_symlink());
         // No permission to read: reset (when not root) and marked.
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
-        let mut w = Vec::new();
+        let mut w = Warnings::new();
         check_and_mark_at(&p, "x", &pol, NOW, &mut w).unwrap();
         assert!(p.is_file());
         // A future entry blocks for one interval at most.
@@ -325,7 +326,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let c = check_and_mark_at(&p, "m", &pol, NOW, &mut Vec::new()).unwrap();
+        let c = check_and_mark_at(&p, "m", &pol, NOW, &mut Warnings::new()).unwrap();
         assert_eq!(c.wait_sec(), 180.0);
     }
 }

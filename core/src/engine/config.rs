@@ -7,6 +7,7 @@ use super::ceiling::{LimitSpec, DEFAULT_BUDGET_PCT, DEFAULT_SINGLE_PCT};
 use super::NS_PER_SEC;
 use crate::cadence::burst::BurstShape;
 use crate::cadence::rule::{CadenceMode, CadencePolicy};
+use crate::warnings::Warnings;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,7 +80,7 @@ pub struct GuardConfig {
     pub handshake_path: Option<PathBuf>,
     pub test_fault: Option<TestFault>,
     /// One line per ignored or malformed variable.
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
 }
 
 /// Defaults, named so docs and tests agree.
@@ -101,7 +102,7 @@ pub mod defaults {
 
 struct Reader<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
-    warnings: Vec<String>,
+    warnings: Warnings,
 }
 
 impl Reader<'_> {
@@ -196,10 +197,10 @@ impl Reader<'_> {
 impl CadencePolicy {
     /// The cadence settings alone (for `metal-guard cadence`), with one
     /// warning per malformed variable, read exactly as the guard reads them.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> (CadencePolicy, Vec<String>) {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> (CadencePolicy, Warnings) {
         let mut r = Reader {
             lookup,
-            warnings: Vec::new(),
+            warnings: Warnings::new(),
         };
         let policy = r.cadence_policy();
         (policy, r.warnings)
@@ -220,7 +221,7 @@ impl GuardConfig {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Self {
         let mut r = Reader {
             lookup,
-            warnings: Vec::new(),
+            warnings: Warnings::new(),
         };
         let disabled = r.switch("METALGUARD_DISABLED", false);
         let mode = r.choice(

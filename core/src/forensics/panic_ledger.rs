@@ -10,6 +10,7 @@
 use super::PanicReport;
 use crate::state::atomic_file::{ensure_private_dir, write_atomic};
 use crate::state::file_lock::{FileLock, Wait};
+use crate::warnings::Warnings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -90,7 +91,7 @@ pub struct IngestOutcome {
     /// IOGPU reports already in the ledger.
     pub already_recorded: usize,
     /// One-line warnings (damaged lines kept as they were, and so on).
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
 }
 
 /// Appends the IOGPU panics among `reports` that the ledger at `path` does
@@ -147,8 +148,8 @@ pub fn ingest(
 
 /// Every panic the ledger remembers, oldest first as written, with one
 /// warning per line that could not be understood.
-pub fn recorded_panics(path: &Path) -> (Vec<RecordedPanic>, Vec<String>) {
-    let mut warnings = Vec::new();
+pub fn recorded_panics(path: &Path) -> (Vec<RecordedPanic>, Warnings) {
+    let mut warnings = Warnings::new();
     let lines = match read_existing(path, &mut warnings) {
         Ok(lines) => lines,
         Err(e) => {
@@ -168,7 +169,7 @@ pub fn recorded_panics(path: &Path) -> (Vec<RecordedPanic>, Vec<String>) {
 
 /// The non-empty lines of the ledger, verbatim; missing file = none. Lines
 /// that are not JSON objects produce a warning (and are kept by callers).
-fn read_existing(path: &Path, warnings: &mut Vec<String>) -> io::Result<Vec<Vec<u8>>> {
+fn read_existing(path: &Path, warnings: &mut Warnings) -> io::Result<Vec<Vec<u8>>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

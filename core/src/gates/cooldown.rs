@@ -24,6 +24,7 @@ use super::panic_sources::{self, GateError, PanicEvent};
 use super::sentinel::{self, Sentinel};
 use crate::env_vars::{self, Lookup};
 use crate::timefmt;
+use crate::warnings::Warnings;
 use serde::Serialize;
 use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};
@@ -75,7 +76,7 @@ impl Default for CooldownPolicy {
 
 impl CooldownPolicy {
     /// The policy from environment variables (bad values: a warning and the default).
-    pub fn from_env(get: Lookup<'_>, warnings: &mut Vec<String>) -> CooldownPolicy {
+    pub fn from_env(get: Lookup<'_>, warnings: &mut Warnings) -> CooldownPolicy {
         let d = CooldownPolicy::default();
         let hours = |h: f64| Duration::seconds_f64(h * 3600.0);
         CooldownPolicy {
@@ -120,7 +121,7 @@ pub struct CooldownInputs {
     pub breaker_file: Option<BreakerFile>,
     pub policy: CooldownPolicy,
     /// Warnings met while gathering (damaged state, bad env values).
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
 }
 
 /// The verdict. `exit_code`, `reason`, `recent_panics_24h`,
@@ -144,7 +145,7 @@ pub struct CooldownVerdict {
     pub sentinel: Option<Sentinel>,
     /// IOGPU panics of the last 72 h, newest first.
     pub panics: Vec<PanicEvent>,
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
     #[serde(with = "time::serde::rfc3339")]
     pub evaluated_at: OffsetDateTime,
 }
@@ -384,7 +385,7 @@ pub fn verdict_with(
     env: Lookup<'_>,
     now: OffsetDateTime,
 ) -> Result<CooldownVerdict, GateError> {
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     let policy = CooldownPolicy::from_env(env, &mut warnings);
     let since = now - policy.lockout_max.max(Duration::hours(72)) - Duration::hours(1);
     let mut panics =
@@ -539,7 +540,7 @@ mod tests {
             "METALGUARD_PANIC_LOCKOUT_24H_N" => Some("0".to_string()),
             _ => None,
         };
-        let mut w = Vec::new();
+        let mut w = Warnings::new();
         let p = CooldownPolicy::from_env(&env, &mut w);
         assert_eq!(p.stage1, h(2));
         assert_eq!(p.lockout_24h_n, 2);
@@ -554,7 +555,7 @@ mod tests {
             "METALGUARD_PANIC_LOCKOUT_MAX_H" => Some("10".to_string()),
             _ => None,
         };
-        let mut w = Vec::new();
+        let mut w = Warnings::new();
         let mut i = inputs(&[h(1)]);
         i.policy = CooldownPolicy::from_env(&env, &mut w);
         assert!(w.is_empty());

@@ -12,6 +12,7 @@
 use crate::state::file_lock::{self, FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
 use crate::timefmt;
+use crate::warnings::Warnings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,7 +82,7 @@ pub struct LockStatus {
     /// A record exists but no one holds the lock (a crashed holder).
     pub stale_record: bool,
     pub record_path: PathBuf,
-    pub warnings: Vec<String>,
+    pub warnings: Warnings,
 }
 
 /// Whether process `pid` exists (EPERM: it exists, owned by someone else).
@@ -94,7 +95,7 @@ pub fn pid_alive(pid: i64) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-fn read_record(path: &Path, warnings: &mut Vec<String>) -> Option<HolderRecord> {
+fn read_record(path: &Path, warnings: &mut Warnings) -> Option<HolderRecord> {
     match tolerant_json::load::<HolderRecord>(path) {
         Loaded::Missing => None,
         Loaded::Ok(r) => Some(r),
@@ -107,7 +108,7 @@ fn read_record(path: &Path, warnings: &mut Vec<String>) -> Option<HolderRecord> 
 
 /// The lock's state now.
 pub fn lock_status(paths: &LockPaths) -> LockStatus {
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     let record = read_record(&paths.record, &mut warnings);
     let kernel_held = match file_lock::is_locked(&paths.kernel) {
         Ok(h) => h,
@@ -242,7 +243,7 @@ pub fn try_acquire(
         return Err(AcquireError::Held(Box::new(lock_status(paths))));
     };
     // The kernel lock is ours; a record of a live Python-tool holder still wins.
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     if let Some(r) = read_record(&paths.record, &mut warnings) {
         if r.schema_version.is_none() && pid_alive(r.pid) && r.pid != std::process::id() as i64 {
             let mut status = lock_status(paths);

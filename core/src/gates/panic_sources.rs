@@ -5,6 +5,7 @@
 
 use crate::forensics::{panic_ledger, scan_reports, ReportScan};
 use crate::timefmt;
+use crate::warnings::Warnings;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -64,7 +65,7 @@ pub fn reports_since(
     since: OffsetDateTime,
     now: OffsetDateTime,
     ledger: &Path,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> Result<Vec<PanicEvent>, GateError> {
     for d in dirs {
         check_listable(d)?;
@@ -126,7 +127,7 @@ pub fn reports_since(
 pub fn ledger_since(
     path: &Path,
     since: OffsetDateTime,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> Vec<PanicEvent> {
     let (recorded, w) = panic_ledger::recorded_panics(path);
     warnings.extend(w);

@@ -51,12 +51,12 @@ impl GateVerdict {
         match result {
             Ok(verdict) => match verdict.kind {
                 VerdictKind::Proceed | VerdictKind::Disabled => GateVerdict::Proceed {
-                    notices: verdict.warnings,
+                    notices: verdict.warnings.into_lines(),
                 },
                 VerdictKind::Cooldown | VerdictKind::Lockout => GateVerdict::Blocked {
                     reason: verdict.reason,
                     how_to_clear: verdict.how_to_clear,
-                    notices: verdict.warnings,
+                    notices: verdict.warnings.into_lines(),
                 },
             },
             Err(error) => GateVerdict::Failed {
