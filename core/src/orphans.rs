@@ -74,19 +74,18 @@ pub fn read_log(path: &Path) -> std::io::Result<Vec<BreadcrumbLine>> {
 /// The last `max` bytes of a text file, from the first whole line
 /// (missing file: empty).
 pub fn read_tail_text(path: &Path, max: u64) -> std::io::Result<String> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(e),
+    // Only a regular file, opened without blocking (a FIFO in the log's
+    // place must not hang `orphan-scan` or `status`).
+    let Some((mut file, len)) = crate::state::regular_file::open_regular(path)? else {
+        return Ok(String::new());
     };
-    let len = file.metadata()?.len();
     let mut skip_partial = false;
     if len > max {
         file.seek(SeekFrom::Start(len - max))?;
         skip_partial = true;
     }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    file.take(max).read_to_end(&mut bytes)?;
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if skip_partial {
         if let Some(nl) = text.find('\n') {

@@ -39,10 +39,11 @@ fn write_once(path: &std::path::Path, dirs: &[PathBuf]) -> Result<(), CommandErr
             }
             Ok(())
         }
-        Err(e) => Err(
-            CommandError::failed(format!("cannot write {} ({e})", path.display()))
-                .hint("check that the folder is writable"),
-        ),
+        // The error names the path and the cause.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(CommandError::failed(e.to_string()).hint("check that the folder is writable"))
+        }
+        Err(e) => Err(CommandError::failed(e.to_string())),
     }
 }
 

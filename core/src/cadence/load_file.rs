@@ -294,13 +294,15 @@ mod tests {
                 serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
             assert!(map.contains_key("m"));
         }
-        // A directory in its place: moved aside, then marked.
+        // A directory in its place: left untouched, the check says why it
+        // could not mark (the caller fails open).
         std::fs::remove_file(&p).unwrap();
         std::fs::create_dir(&p).unwrap();
-        let mut w = Warnings::new();
-        check_and_mark_at(&p, "m", &pol, NOW, &mut w).unwrap();
-        assert!(p.is_file());
-        assert!(w.iter().any(|l| l.contains("moved it to")), "{w:?}");
+        let e = check_and_mark_at(&p, "m", &pol, NOW, &mut Warnings::new()).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(p.is_dir());
+        std::fs::remove_dir(&p).unwrap();
+        std::fs::write(&p, b"{}").unwrap();
         // A symlink to elsewhere: replaced, the target untouched.
         let victim = dir.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();

@@ -8,7 +8,6 @@ use serde::Serialize;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -194,16 +193,15 @@ pub fn list_candidates(
 /// Reads at most [`READ_CAP_BYTES`] of a candidate as text. Binary content
 /// (NUL bytes near the start) is refused with a one-line reason.
 pub fn read_report_text(candidate: &Candidate) -> Result<String, String> {
-    // O_NONBLOCK: if the file was swapped for a pipe since it was listed,
-    // opening it must not wait for a writer (regular files ignore the flag).
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&candidate.path)
-        .map_err(|e| describe_io_error(&e))?;
-    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-        return Err("not a regular file (device, socket or pipe)".to_string());
-    }
+    // If the file was swapped for a pipe or a device since it was listed,
+    // opening it must neither wait for a writer nor read without end.
+    use crate::state::regular_file::{open_regular, NotReadable};
+    let file = match open_regular(&candidate.path) {
+        Ok(Some((file, _))) => file,
+        Ok(None) => return Err(describe_io_error(&std::io::ErrorKind::NotFound.into())),
+        Err(NotReadable::Io(e)) => return Err(describe_io_error(&e)),
+        Err(_) => return Err("not a regular file (device, socket or pipe)".to_string()),
+    };
     let mut bytes = Vec::with_capacity(candidate.len.min(READ_CAP_BYTES) as usize);
     file.take(READ_CAP_BYTES)
         .read_to_end(&mut bytes)

@@ -14,7 +14,6 @@ use crate::warnings::Warnings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use time::format_description::well_known::Rfc3339;
@@ -170,19 +169,18 @@ pub fn recorded_panics(path: &Path) -> (Vec<RecordedPanic>, Warnings) {
 /// The non-empty lines of the ledger, verbatim; missing file = none. Lines
 /// that are not JSON objects produce a warning (and are kept by callers).
 fn read_existing(path: &Path, warnings: &mut Warnings) -> io::Result<Vec<Vec<u8>>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let (file, len) = match crate::state::regular_file::open_regular(path) {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e @ crate::state::regular_file::NotReadable::NotRegular(_)) => {
+            return Err(io::Error::other(format!(
+                "{} {e}; move it aside so the panic history can be written",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
     };
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        return Err(io::Error::other(format!(
-            "{} is a directory; move it aside so the panic history can be written",
-            path.display()
-        )));
-    }
-    if meta.len() > MAX_LEDGER_BYTES {
+    if len > MAX_LEDGER_BYTES {
         return Err(io::Error::other(format!(
             "{} is larger than {} MB; move it aside so a fresh history can start",
             path.display(),

@@ -33,7 +33,7 @@ pub fn read_ack(path: &Path) -> (Option<OffsetDateTime>, Option<String>) {
         Ok(m) if m.is_dir() => (
             None,
             Some(format!(
-                "metal-guard: warning: {} is a directory, not an ack file; ignoring it (run `metal-guard ack` to replace it)",
+                "metal-guard: warning: {} is a directory, not an ack file; ignoring it and leaving it untouched (move it elsewhere, then run `metal-guard ack`)",
                 path.display()
             )),
         ),
@@ -92,14 +92,17 @@ mod tests {
     }
 
     #[test]
-    fn directory_in_place_warns_and_ack_replaces_it() {
+    fn a_directory_in_place_is_ignored_and_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(".metal-guard-ack");
         std::fs::create_dir(&p).unwrap();
         let (t, w) = read_ack(&p);
         assert!(t.is_none() && w.unwrap().contains("directory"));
         let now = OffsetDateTime::now_utc();
-        assert!(write_ack(&p, now).unwrap().is_some());
+        assert!(write_ack(&p, now).is_err());
+        assert!(p.is_dir());
+        std::fs::remove_dir(&p).unwrap();
+        assert!(write_ack(&p, now).unwrap().is_none());
         let (t, w) = read_ack(&p);
         assert!(t.is_some() && w.is_none());
     }

@@ -712,7 +712,8 @@ mod tests {
         );
         std::fs::remove_file(&paths.breaker).unwrap();
         // Two panics in the ledger trip the breaker; a directory in the
-        // file's place is moved aside and the trip recorded.
+        // file's place is left untouched (the trip still counts, a warning
+        // says it could not be recorded).
         std::fs::create_dir(&paths.breaker).unwrap();
         let line = |ago: i64| {
             format!(
@@ -724,6 +725,15 @@ mod tests {
         let v = verdict_with(&[], &paths, &no_env, NOW).unwrap();
         assert!(v.breaker.tripped);
         assert_eq!(v.kind, VerdictKind::Lockout);
+        assert!(paths.breaker.is_dir());
+        assert!(
+            v.warnings.iter().any(|w| w.contains("could not record")),
+            "{:?}",
+            v.warnings
+        );
+        std::fs::remove_dir(&paths.breaker).unwrap();
+        let v = verdict_with(&[], &paths, &no_env, NOW).unwrap();
+        assert!(v.breaker.tripped);
         let (file, w) = breaker::read_breaker(&paths.breaker);
         assert!(w.is_none(), "{w:?}");
         assert!(file.unwrap().cooldown_until.is_some());

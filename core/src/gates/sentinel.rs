@@ -42,8 +42,7 @@ pub fn read_sentinel(path: &Path) -> (Option<Sentinel>, Option<String>) {
         (
             None,
             Some(format!(
-                "metal-guard: warning: {} {what}; ignoring it (remove it: rm {})",
-                path.display(),
+                "metal-guard: warning: {} {what}; ignoring it (a damaged sentinel never blocks a run; the next `metal-guard postmortem` that finds a panic writes a fresh one)",
                 path.display()
             )),
         )

@@ -20,12 +20,80 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+/// The prefix of our temporaries for `file_name`: `.<name>.tmp.`.
+fn temp_prefix(file_name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(file_name);
+    prefix.push(".tmp.");
+    prefix
+}
+
+/// 64 random bits as hex, from the kernel (`getrandom` on Linux,
+/// `arc4random_buf` on macOS), so a temporary's name cannot be guessed and
+/// planted in advance.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    #[cfg(target_os = "macos")]
+    // SAFETY: arc4random_buf fills exactly `len` bytes of a valid buffer.
+    unsafe {
+        libc::arc4random_buf(bytes.as_mut_ptr().cast(), bytes.len())
+    };
+    #[cfg(not(target_os = "macos"))]
+    {
+        // SAFETY: getrandom writes at most `len` bytes into a valid buffer.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if n != bytes.len() as isize {
+            // No entropy call: the time and pid still make the name unique;
+            // O_EXCL below keeps a planted file from being used either way.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            bytes = (t ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Temporaries of ours left by a run that was killed mid-write: only our
+/// own names for this file, only when older than a minute (a concurrent
+/// writer's temporary lives milliseconds).
+fn remove_stale_temporaries(dir: &Path, file_name: &std::ffi::OsStr) {
+    let prefix = temp_prefix(file_name);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name
+            .as_encoded_bytes()
+            .starts_with(prefix.as_encoded_bytes())
+        {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        if meta.is_file() && old {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, `fsync`, `rename` over the target, then `fsync` of the
+/// directory (an unpredictable name, created exclusively and never through a
+/// symlink), `fsync`, `rename` over the target, then `fsync` of the
 /// directory so the rename itself is durable. A symlink at `path` is
 /// replaced by a regular file rather than followed, so a state file can never
 /// be redirected to overwrite something else. File mode is 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// [`write_atomic`] with the file's mode.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -34,17 +102,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name")
     })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp_path = dir.join(tmp_name);
+    let prefix = temp_prefix(file_name);
+    let (mut tmp, tmp_path) = {
+        let mut attempt = 0;
+        loop {
+            let mut name = prefix.clone();
+            name.push(random_hex());
+            let candidate = dir.join(name);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&candidate)
+            {
+                Ok(f) => break (f, candidate),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    };
     let result = (|| {
-        let mut tmp = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp_path)?;
+        // The umask may have narrowed the mode given at creation.
+        tmp.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         tmp.write_all(bytes)?;
         super::durable_sync::durable_sync(&tmp)?;
         drop(tmp);
@@ -59,6 +139,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp_path);
     }
+    remove_stale_temporaries(dir, file_name);
     result
 }
 
@@ -78,6 +159,45 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.json")]);
+    }
+
+    #[test]
+    fn a_planted_temporary_is_neither_followed_nor_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        // The old predictable name, planted as a symlink to the victim.
+        let planted = dir
+            .path()
+            .join(format!(".s.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomic(&dir.path().join("s.json"), b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(fs::read(dir.path().join("s.json")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn stale_temporaries_of_a_killed_run_are_removed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".s.json.tmp.deadbeef");
+        let fresh = dir.path().join(".s.json.tmp.cafe");
+        let other = dir.path().join(".other.json.tmp.deadbeef");
+        for p in [&stale, &fresh, &other] {
+            fs::write(p, b"x").unwrap();
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&stale, &other] {
+            File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        write_atomic(&dir.path().join("s.json"), b"{}").unwrap();
+        assert!(!stale.exists(), "an old temporary of ours goes");
+        assert!(fresh.exists(), "a concurrent writer's stays");
+        assert!(other.exists(), "another file's stays");
     }
 
     #[test]

@@ -26,8 +26,9 @@ pub enum Wait {
 impl FileLock {
     /// Opens (creating, mode 0600) `path` and takes an exclusive lock.
     /// `Ok(None)` when `wait` is [`Wait::NoWait`] and another process holds it.
-    /// The lock file must be a regular file: a symlink or a directory in its
-    /// place is an error that names the file to remove.
+    /// The lock file must be a regular file: a symlink, a directory or a
+    /// FIFO in its place is an error (it is left untouched). The open never
+    /// blocks.
     pub fn acquire(path: &Path, wait: Wait) -> io::Result<Option<FileLock>> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             crate::state::atomic_file::ensure_private_dir(dir)?;
@@ -38,15 +39,14 @@ impl FileLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!(
-                        "cannot open lock file {} ({e}); if it is a symlink or a directory, remove it: rm -r {}",
+                        "cannot open lock file {} ({e}); a symlink or a directory in its place is left untouched: use another path for the lock",
                         path.display(),
-                        path.display()
                     ),
                 )
             })?;
@@ -54,7 +54,7 @@ impl FileLock {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "lock file {} is not a regular file; remove it",
+                    "lock file {} is not a regular file; it is left untouched: use another path for the lock",
                     path.display()
                 ),
             ));
@@ -114,7 +114,7 @@ impl FileLock {
 pub fn is_locked(path: &Path) -> io::Result<bool> {
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
     {
         Ok(f) => f,
@@ -161,9 +161,18 @@ mod tests {
         let link = dir.path().join("l.lock");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = FileLock::acquire(&link, Wait::NoWait).unwrap_err();
-        assert!(err.to_string().contains("remove it"), "{err}");
+        assert!(err.to_string().contains("left untouched"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"x");
         let d = dir.path().join("d.lock");
         std::fs::create_dir(&d).unwrap();
         assert!(FileLock::acquire(&d, Wait::NoWait).is_err());
+        assert!(d.is_dir());
+        // A FIFO: neither the lock nor the probe waits for a writer.
+        let fifo = dir.path().join("f.lock");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path and a mode.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(FileLock::acquire(&fifo, Wait::NoWait).is_err());
+        let _ = is_locked(&fifo);
     }
 }

@@ -4,5 +4,6 @@
 pub mod atomic_file;
 pub mod durable_sync;
 pub mod file_lock;
+pub mod regular_file;
 pub mod tolerant_json;
 pub mod write_state;

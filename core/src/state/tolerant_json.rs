@@ -4,11 +4,10 @@
 //! line that says what and what happens next. Never a panic, never a lockout.
 
 use serde::de::DeserializeOwned;
-use std::io;
 use std::path::Path;
 
 /// Largest state file we read; anything bigger is treated as corrupt.
-pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_STATE_BYTES: u64 = super::regular_file::STATE_MAX_BYTES;
 
 /// What a tolerant read found.
 #[derive(Debug)]
@@ -50,23 +49,11 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Loaded<T> {
         ),
     }
     };
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Missing,
-        Err(e) => return reset(format!("cannot be read ({e})")),
-    };
-    if meta.is_dir() {
-        return reset("is a directory, not a file".to_string());
-    }
-    if meta.len() > MAX_STATE_BYTES {
-        return reset(format!(
-            "is {} bytes, larger than any state file we write",
-            meta.len()
-        ));
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => return reset(format!("cannot be read ({e})")),
+    // Never blocks (a FIFO), never reads a device, never more than the cap.
+    let bytes = match super::regular_file::read_capped(path, MAX_STATE_BYTES) {
+        Ok(None) => return Loaded::Missing,
+        Ok(Some(b)) => b,
+        Err(e) => return reset(e.to_string()),
     };
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return reset("is empty".to_string());

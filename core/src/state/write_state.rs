@@ -1,48 +1,49 @@
-//! Writing a gate's state file when something is in the way. The shared
-//! `state::atomic_file::write_atomic` replaces a file or a symlink; a
-//! directory in the file's place cannot be renamed over, so it is moved
-//! aside (never deleted: it may hold something the user wants) and the
-//! write is retried.
+//! Writing a state file when something may be in its place. Only a regular
+//! file (or nothing) is replaced as it is; a symlink is replaced by a
+//! regular file (its target is never written through) and the caller is told;
+//! a directory, FIFO, socket or device is left untouched and the write fails
+//! with a one-line error: it may be the user's, and the path may be one the
+//! user named (`status-write --out`, `MLX_LOCK_PATH`).
 
 use crate::state::atomic_file::write_atomic;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 /// Atomically writes `bytes` to `path`. Returns a one-line warning when a
-/// directory had to be moved aside first.
+/// symlink had to be replaced.
 pub fn write_state(path: &Path, bytes: &[u8]) -> io::Result<Option<String>> {
-    let meta = std::fs::symlink_metadata(path);
-    if let Ok(m) = &meta {
-        if m.is_dir() {
-            let aside = aside_name(path);
-            std::fs::rename(path, &aside).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{} is a directory and cannot be moved aside ({e}); remove it: rm -r {}",
-                        path.display(),
-                        path.display()
-                    ),
-                )
-            })?;
-            write_atomic(path, bytes)?;
-            return Ok(Some(format!(
-                "metal-guard: warning: {} was a directory; moved it to {} and wrote a fresh state file",
-                path.display(),
-                aside.display()
-            )));
+    let refuse = |what: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is a {what}, not a file; metal-guard leaves it untouched: name a file path, or move the {what} elsewhere",
+                path.display()
+            ),
+        ))
+    };
+    let mut warning = None;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return refuse("directory"),
+        Ok(m) if m.file_type().is_fifo() => return refuse("FIFO"),
+        Ok(m) if m.file_type().is_socket() => return refuse("socket"),
+        Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => {
+            return refuse("device")
         }
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            warning = Some(format!(
+                "metal-guard: warning: {} was a symlink to {target}; replaced it with a regular file ({target} is untouched)",
+                path.display()
+            ));
+        }
+        _ => {}
     }
     write_atomic(path, bytes)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot write {} ({e})", path.display())))?;
-    Ok(None)
-}
-
-fn aside_name(path: &Path) -> PathBuf {
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".corrupt-{stamp}-{}", std::process::id()));
-    path.with_file_name(name)
+    Ok(warning)
 }
 
 #[cfg(test)]
@@ -50,20 +51,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn moves_a_directory_aside_and_keeps_its_content() {
+    fn a_directory_is_left_untouched_with_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
         std::fs::create_dir(&p).unwrap();
         std::fs::write(p.join("inside"), b"keep").unwrap();
-        let warning = write_state(&p, b"{}").unwrap().unwrap();
-        assert!(warning.contains("moved it to"));
+        let e = write_state(&p, b"{}").unwrap_err().to_string();
+        assert!(
+            e.contains("is a directory") && e.contains("untouched"),
+            "{e}"
+        );
+        assert!(!e.contains("rm "), "never advise removing it: {e}");
+        assert_eq!(std::fs::read(p.join("inside")).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_is_replaced_and_its_target_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let p = dir.path().join("state.json");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let w = write_state(&p, b"{}").unwrap().unwrap();
+        assert!(w.contains("was a symlink"), "{w}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert_eq!(std::fs::read(&p).unwrap(), b"{}");
-        let aside: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
-            .collect();
-        assert_eq!(aside.len(), 1);
-        assert_eq!(std::fs::read(aside[0].join("inside")).unwrap(), b"keep");
+        assert!(write_state(&p, b"{}").unwrap().is_none());
     }
 }
