@@ -177,3 +177,122 @@ fn a_symlinked_state_file_is_replaced_never_written_through() {
     let meta = std::fs::symlink_metadata(h.state("cadence.json")).unwrap();
     assert!(meta.is_file());
 }
+
+/// Times and numbers at and past the edges of what can be represented, in
+/// every state file and flag: every command answers, none panics.
+#[test]
+fn extreme_times_and_numbers_never_crash_a_command() {
+    let commands: &[&[&str]] = &[
+        &["panic-gate"],
+        &["panic-gate", "--json"],
+        &["status"],
+        &["status", "--json"],
+        &["breaker", "status"],
+        &["ack"],
+        &["lock", "status", "--json"],
+        &["cadence", "m"],
+        &["orphan-scan"],
+    ];
+    let times = [
+        "253402300799",
+        "1e300",
+        "-1e300",
+        "-62135596800",
+        "\"9999-12-31T23:59:59Z\"",
+        "\"0001-01-01T00:00:00Z\"",
+    ];
+    for t in times {
+        let h = Home::new();
+        let w = |name: &str, body: String| std::fs::write(h.state(name), body).unwrap();
+        w(
+            "panic-sentinel.json",
+            format!(r#"{{"cooldown_until": {t}, "created_at": {t}, "reason": "x"}}"#),
+        );
+        w("cadence.json", format!(r#"{{"m": {t}, "other": {t}}}"#));
+        w(
+            "breaker.json",
+            format!(
+                r#"{{"cooldown_until": {t}, "entered_at": {t}, "panic_count": 18446744073709551615, "window_sec": {t}, "threshold": 0}}"#
+            ),
+        );
+        w(
+            "panics.jsonl",
+            format!("{{\"ts\": {t}, \"signature\": \"pending_memory_set\"}}\n"),
+        );
+        std::fs::write(
+            h.home().join(".metal-guard/locks/mlx_exclusive.lock"),
+            format!(r#"{{"pid": 9223372036854775807, "label": "x", "started_at": {t}}}"#),
+        )
+        .unwrap();
+        let log = h.root.join("breadcrumbs.log");
+        std::fs::write(
+            &log,
+            "9999-12-31T23:59:59Z SUBPROC_PRE model_load pid=1\n0001-01-01T00:00:00Z SUBPROC_PRE x\n",
+        )
+        .unwrap();
+        for args in commands {
+            let out = h.run(args, &[("METALGUARD_BREADCRUMB_PATH", &log)]);
+            let stderr = text(&out.stderr);
+            assert!(
+                !stderr.contains("panicked") && out.status.code().is_some_and(|c| c < 64),
+                "{t}: {args:?}: {:?}\n{stderr}",
+                out.status
+            );
+        }
+        // The sentinel holds at most 72 h from now whatever it says.
+        let out = h.run(&["panic-gate", "--json"], &[]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(until) = v["cooldown_until"].as_str() {
+            let until =
+                time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                    .unwrap();
+            assert!(until <= time::OffsetDateTime::now_utc() + time::Duration::hours(73));
+        }
+    }
+    // Flags past their range are usage errors (64), never a crash.
+    let h = Home::new();
+    for args in [
+        &["orphan-scan", "--threshold-sec", "1e19"][..],
+        &["orphan-scan", "--threshold-sec", "inf"],
+        &["cadence", "m", "--min-interval", "1e300"],
+        &["diagnose", "--since", "1e300"],
+    ] {
+        let out = h.run(args, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// A `HOME` or breadcrumb path that is not UTF-8 is shown lossily in JSON;
+/// nothing panics.
+#[test]
+fn paths_that_are_not_utf8_are_rendered_lossily() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = Home::new();
+    let odd = h.root.join(std::ffi::OsStr::from_bytes(b"home-\xff\xfe"));
+    std::fs::create_dir_all(odd.join(".cache/metal-guard")).unwrap();
+    let log = h.root.join(std::ffi::OsStr::from_bytes(b"crumbs-\xff.log"));
+    for args in [
+        &["status", "--json"][..],
+        &["status-write"],
+        &["lock", "status", "--json"],
+        &["guard", "status", "--json"],
+        &["panic-gate", "--json"],
+    ] {
+        let out = h.run(
+            args,
+            &[("HOME", &odd), ("METALGUARD_BREADCRUMB_PATH", &log)],
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && out.status.code().is_some_and(|c| c < 64),
+            "{args:?}: {:?}\n{stderr}",
+            out.status
+        );
+        if args.contains(&"--json") {
+            let v: Result<serde_json::Value, _> = serde_json::from_slice(&out.stdout);
+            assert!(v.is_ok(), "{args:?}: {}", text(&out.stdout));
+        }
+    }
+}

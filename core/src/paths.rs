@@ -31,3 +31,26 @@ pub fn state_dir() -> PathBuf {
         .join(".cache")
         .join("metal-guard")
 }
+
+/// Paths in JSON documents: shown lossily (a byte that is not UTF-8 becomes
+/// U+FFFD) instead of failing the whole document, as serde does for a
+/// `PathBuf` that is not UTF-8 (a `HOME` in another encoding, say).
+pub mod lossy {
+    use serde::Serializer;
+    use std::path::{Path, PathBuf};
+
+    pub fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    pub fn option<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => path(p, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn list<S: Serializer>(ps: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ps.iter().map(|p| p.to_string_lossy()))
+    }
+}

@@ -24,12 +24,16 @@ pub const DEFAULT_SENTINEL_H: f64 = 2.0;
 /// What the bundle holds.
 #[derive(Debug, Clone, Serialize)]
 pub struct PostmortemSummary {
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub dir: PathBuf,
     pub iogpu_panics_found: usize,
+    #[serde(serialize_with = "crate::paths::lossy::list")]
     pub reports_copied: Vec<PathBuf>,
+    #[serde(serialize_with = "crate::paths::lossy::list")]
     pub truncated: Vec<PathBuf>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub sentinel_until: Option<OffsetDateTime>,
+    #[serde(serialize_with = "crate::paths::lossy::list")]
     pub files: Vec<PathBuf>,
     pub warnings: Warnings,
 }

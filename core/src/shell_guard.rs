@@ -380,9 +380,11 @@ fn replace(target: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), GuardEr
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GuardChange {
     pub shell: Shell,
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub file: PathBuf,
     /// `installed`, `already_installed`, `removed`, `deleted_file`, `not_installed`.
     pub action: &'static str,
+    #[serde(serialize_with = "crate::paths::lossy::option")]
     pub backup: Option<PathBuf>,
 }
 
@@ -525,6 +527,7 @@ pub fn uninstall(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardE
 #[derive(Debug, Clone, Serialize)]
 pub struct ShellGuardState {
     pub shell: Shell,
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub file: PathBuf,
     pub installed: bool,
     /// A start marker without an end marker.
@@ -535,6 +538,7 @@ pub struct ShellGuardState {
 #[derive(Debug, Clone, Serialize)]
 pub struct GuardStatus {
     pub shells: Vec<ShellGuardState>,
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub script: PathBuf,
     pub script_present: bool,
     /// `METALGUARD_SHELL_GUARD_DISABLED` is set.

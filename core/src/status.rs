@@ -46,6 +46,7 @@ pub struct StatusSnapshot {
 /// The end of the breadcrumb log.
 #[derive(Debug, Clone, Serialize)]
 pub struct BreadcrumbTail {
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub path: PathBuf,
     pub last: Vec<String>,
 }

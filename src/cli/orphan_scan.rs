@@ -21,10 +21,11 @@ pub struct Args {
 pub fn run(args: Args) -> CommandResult {
     let mut warnings = Warnings::new();
     let threshold = match args.threshold_sec {
-        Some(t) if t.is_finite() && t >= 0.0 => t,
+        // The same bound as every other number of seconds (ten years).
+        Some(t) if t.is_finite() && (0.0..=3.2e8).contains(&t) => t,
         Some(t) => {
             return Err(CommandError::usage(format!(
-                "--threshold-sec must be a number of seconds >= 0, got {t}"
+                "--threshold-sec must be a number of seconds between 0 and 3.2e8, got {t}"
             )))
         }
         None => metal_guard_core::status::orphan_threshold(&mut warnings),

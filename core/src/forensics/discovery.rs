@@ -26,7 +26,7 @@ const BINARY_PROBE_BYTES: usize = 8192;
 /// A file or folder that was not read, and why (one line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SkippedFile {
-    #[serde(serialize_with = "super::path_lossy")]
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub path: PathBuf,
     pub reason: String,
 }

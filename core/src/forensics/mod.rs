@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PanicReport {
     /// The path as found (non-UTF-8 bytes shown as U+FFFD in JSON).
-    #[serde(serialize_with = "path_lossy")]
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub file: PathBuf,
     /// The IOGPUFamily signature; `None` for panics that are not IOGPU panics.
     pub signature: Option<PanicSignature>,
@@ -64,15 +64,6 @@ impl PanicReport {
     pub fn explanation(&self) -> Option<Explanation> {
         self.signature.map(explain)
     }
-}
-
-/// Serialises a path as a string even when it is not valid UTF-8 (serde's
-/// own impl refuses such paths, which would lose the whole output).
-pub(crate) fn path_lossy<S: serde::Serializer>(
-    path: &Path,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&path.to_string_lossy())
 }
 
 /// Why a readable file is not a panic report.

@@ -395,7 +395,7 @@ pub fn verdict_with(
         since,
         &mut warnings,
     ));
-    let (sentinel, w) = sentinel::read_sentinel(&paths.sentinel);
+    let (sentinel, w) = sentinel::read_sentinel(&paths.sentinel, now);
     warnings.extend(w);
     let (ack_time, w) = ack::read_ack(&paths.ack);
     warnings.extend(w);

@@ -81,6 +81,7 @@ pub struct LockStatus {
     pub holder_alive: bool,
     /// A record exists but no one holds the lock (a crashed holder).
     pub stale_record: bool,
+    #[serde(serialize_with = "crate::paths::lossy::path")]
     pub record_path: PathBuf,
     pub warnings: Warnings,
 }

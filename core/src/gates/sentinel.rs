@@ -5,7 +5,8 @@
 //!
 //! A sentinel can never lock a machine for long: its effect ends at most
 //! [`SENTINEL_MAX_SPAN`] after it was created (its `created_at`, or the
-//! file's modification time when that is missing), whatever it says.
+//! file's modification time when that is missing) and never more than that
+//! span from now, whatever it says.
 
 use crate::state::tolerant_json::{self, Loaded};
 use crate::timefmt;
@@ -32,7 +33,7 @@ pub fn sentinel_path() -> PathBuf {
 }
 
 /// Reads the sentinel: `(sentinel, warning)`. Damage is a warning and no sentinel.
-pub fn read_sentinel(path: &Path) -> (Option<Sentinel>, Option<String>) {
+pub fn read_sentinel(path: &Path, now: OffsetDateTime) -> (Option<Sentinel>, Option<String>) {
     let value = match tolerant_json::load::<serde_json::Value>(path) {
         Loaded::Missing => return (None, None),
         Loaded::Reset { warning } => return (None, Some(warning)),
@@ -70,10 +71,16 @@ pub fn read_sentinel(path: &Path) -> (Option<Sentinel>, Option<String>) {
         .unwrap_or("a postmortem found a recent panic")
         .to_string();
     let mut warning = None;
-    let cap = created + SENTINEL_MAX_SPAN;
+    // From when it was written, but never from a time still to come: a
+    // sentinel "written" in the future (a wrong clock, a hand edit) holds at
+    // most SENTINEL_MAX_SPAN from now. `now` is representable, so the sum is.
+    let cap = created
+        .min(now)
+        .checked_add(SENTINEL_MAX_SPAN)
+        .unwrap_or(now);
     let until = if until > cap {
         warning = Some(format!(
-            "metal-guard: warning: {} asks for a cooldown until {}, longer than {} h after it was written; holding it only until {}",
+            "metal-guard: warning: {} asks for a cooldown until {}, longer than {} h after it was written (or after now); holding it only until {}",
             path.display(),
             timefmt::iso(until),
             SENTINEL_MAX_SPAN.whole_hours(),
@@ -123,7 +130,7 @@ mod tests {
         let p = dir.path().join("panic-sentinel.json");
         let now = datetime!(2026-11-25 12:00 UTC);
         write_sentinel(&p, now + Duration::hours(2), now, "postmortem").unwrap();
-        let (s, w) = read_sentinel(&p);
+        let (s, w) = read_sentinel(&p, datetime!(2026-11-26 12:00 UTC));
         assert!(w.is_none());
         let s = s.unwrap();
         assert_eq!(s.cooldown_until, now + Duration::hours(2));
@@ -134,7 +141,7 @@ mod tests {
             br#"{"cooldown_until": "2026-11-25T14:00:00.123456", "created_at": "2026-11-25T12:00:00", "reason": "py"}"#,
         )
         .unwrap();
-        let (s, _) = read_sentinel(&p);
+        let (s, _) = read_sentinel(&p, datetime!(2026-11-26 12:00 UTC));
         assert_eq!(s.unwrap().created_at, now);
     }
 
@@ -147,9 +154,17 @@ mod tests {
             br#"{"cooldown_until": "2999-01-01T00:00:00Z", "created_at": "2026-11-25T12:00:00Z"}"#,
         )
         .unwrap();
-        let (s, w) = read_sentinel(&p);
+        let (s, w) = read_sentinel(&p, datetime!(2026-11-26 12:00 UTC));
         assert_eq!(s.unwrap().cooldown_until, datetime!(2026-11-28 12:00 UTC));
         assert!(w.unwrap().contains("holding it only until"));
+        // Written "in the future" (year 9999): held 72 h from now at most, no overflow.
+        std::fs::write(
+            &p,
+            br#"{"cooldown_until": "9999-12-31T23:59:59Z", "created_at": "9999-12-31T00:00:00Z"}"#,
+        )
+        .unwrap();
+        let (s, _) = read_sentinel(&p, datetime!(2026-11-26 12:00 UTC));
+        assert_eq!(s.unwrap().cooldown_until, datetime!(2026-11-29 12:00 UTC));
         for bad in [
             &b"[]"[..],
             b"{\"cooldown_until\": 5e400}",
@@ -157,7 +172,7 @@ mod tests {
             b"{",
         ] {
             std::fs::write(&p, bad).unwrap();
-            let (s, w) = read_sentinel(&p);
+            let (s, w) = read_sentinel(&p, datetime!(2026-11-26 12:00 UTC));
             assert!(s.is_none());
             assert!(w.is_some());
         }

@@ -28,7 +28,9 @@ pub fn normalize_name(name: &str) -> String {
 /// Which interpreter was examined and what it has.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstalledPackages {
+    #[serde(serialize_with = "crate::paths::lossy::option")]
     pub interpreter: Option<PathBuf>,
+    #[serde(serialize_with = "crate::paths::lossy::list")]
     pub site_packages: Vec<PathBuf>,
     /// Normalised name -> version, for the packages asked about that are installed.
     pub versions: BTreeMap<String, String>,
