@@ -119,6 +119,37 @@ fn one_iogpu_ips_panic_an_hour_ago_blocks() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// The report right after a kernel panic often ends in the zeros of blocks
+/// that never reached the disk: its panic still counts.
+#[test]
+fn a_report_with_a_torn_nul_tail_still_blocks() {
+    let reports = tempfile::tempdir().unwrap();
+    let hour_ago = OffsetDateTime::now_utc() - Duration::hours(1);
+    let report = ips_at(
+        "64-ips-reconstructed-iogpu-completememory-550-mlx3186-ronm92130.ips",
+        reports.path(),
+        hour_ago,
+    );
+    let whole = std::fs::read(&report).unwrap();
+    // The whole text then zeros, and the text cut short just after the
+    // panic line (the JSON body unterminated) then zeros.
+    let panic_line_end = whole
+        .windows(20)
+        .position(|w| w == b"@IOGPUMemory.cpp:550")
+        .unwrap()
+        + 20;
+    for keep in [whole.len(), panic_line_end + 8] {
+        let mut bytes = whole[..keep].to_vec();
+        bytes.extend(std::iter::repeat_n(0u8, 16 * 1024));
+        std::fs::write(&report, bytes).unwrap();
+        // A fresh HOME each time: the panic ledger must not answer for the report.
+        let home = tempfile::tempdir().unwrap();
+        let (code, v) = gate_json(home.path(), reports.path());
+        assert_eq!(code, 2, "kept {keep} bytes: {v:#}");
+        assert_eq!(v["recent_panics_24h"], 1);
+    }
+}
+
 #[test]
 fn non_iogpu_panics_an_hour_ago_proceed() {
     let home = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ pub const READ_CAP_BYTES: u64 = 1024 * 1024;
 /// 10 MB); they are skipped without being read.
 pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 /// How much of the start of a file is checked for NUL bytes.
-const BINARY_PROBE_BYTES: usize = 8192;
+const BINARY_PROBE_BYTES: usize = 64;
 
 /// A file or folder that was not read, and why (one line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -212,12 +212,19 @@ pub fn read_report_text(candidate: &Candidate) -> Result<String, String> {
     if is_binary(&bytes) {
         return Err("binary file, not a text or JSON panic report".to_string());
     }
+    // A report the machine died writing: its text, then the zeros of blocks
+    // that never reached the disk. Right after a kernel panic that is the
+    // report that matters most, so its text is read.
+    if let Some(first_nul) = bytes.iter().position(|b| *b == 0) {
+        bytes.truncate(first_nul);
+    }
     // Valid UTF-8 (the usual case) is taken as is, without a copy.
     Ok(String::from_utf8(bytes)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-/// NUL bytes never occur in a text or JSON report.
+/// NUL bytes never occur in a text or JSON report's opening: a file with
+/// one there is binary. (NUL bytes further on are a torn write's tail.)
 pub fn is_binary(bytes: &[u8]) -> bool {
     bytes[..bytes.len().min(BINARY_PROBE_BYTES)].contains(&0)
 }

@@ -23,8 +23,15 @@ use time::OffsetDateTime;
 pub const LEDGER_FILE: &str = "panics.jsonl";
 /// Version of the records we write.
 pub const RECORD_SCHEMA_VERSION: u32 = 1;
-/// A ledger larger than this is not rewritten (it would be read whole).
-pub const MAX_LEDGER_BYTES: u64 = 64 * 1024 * 1024;
+/// A ledger up to this size is read whole and rewritten as it is (damaged
+/// lines kept verbatim); a larger one is compacted: read line by line,
+/// blank and unreadable lines dropped, the newest [`COMPACTED_RECORDS`]
+/// records kept, so a new panic can always be recorded.
+pub const MAX_LEDGER_BYTES: u64 = 8 * 1024 * 1024;
+/// Records a compacted ledger keeps (a record is about half a kilobyte).
+pub const COMPACTED_RECORDS: usize = 10_000;
+/// A line longer than this is not a record of ours or the Python tool's.
+const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// `~/.cache/metal-guard/panics.jsonl`.
 pub fn ledger_path() -> PathBuf {
@@ -114,7 +121,7 @@ pub fn ingest(
     ensure_private_dir(dir)?;
     let _lock = FileLock::acquire(&lock_path(path), Wait::Block)?;
 
-    let existing = read_existing(path, &mut outcome.warnings)?;
+    let (existing, compacted) = read_existing(path, &mut outcome.warnings)?;
     let mut known: HashSet<(String, i64)> = HashSet::new();
     for line in &existing {
         if let Some(recorded) = parse_line(&String::from_utf8_lossy(line)) {
@@ -139,7 +146,7 @@ pub fn ingest(
         out.push(b'\n');
         outcome.added += 1;
     }
-    if outcome.added > 0 {
+    if outcome.added > 0 || compacted {
         write_atomic(path, &out)?;
     }
     Ok(outcome)
@@ -150,7 +157,7 @@ pub fn ingest(
 pub fn recorded_panics(path: &Path) -> (Vec<RecordedPanic>, Warnings) {
     let mut warnings = Warnings::new();
     let lines = match read_existing(path, &mut warnings) {
-        Ok(lines) => lines,
+        Ok((lines, _)) => lines,
         Err(e) => {
             warnings.push(format!(
                 "metal-guard: warning: {} cannot be read ({e}); panic history ignored",
@@ -168,10 +175,12 @@ pub fn recorded_panics(path: &Path) -> (Vec<RecordedPanic>, Warnings) {
 
 /// The non-empty lines of the ledger, verbatim; missing file = none. Lines
 /// that are not JSON objects produce a warning (and are kept by callers).
-fn read_existing(path: &Path, warnings: &mut Warnings) -> io::Result<Vec<Vec<u8>>> {
+/// A ledger over [`MAX_LEDGER_BYTES`] comes back compacted (`true`: the
+/// caller rewrites it).
+fn read_existing(path: &Path, warnings: &mut Warnings) -> io::Result<(Vec<Vec<u8>>, bool)> {
     let (file, len) = match crate::state::regular_file::open_regular(path) {
         Ok(Some(opened)) => opened,
-        Ok(None) => return Ok(Vec::new()),
+        Ok(None) => return Ok((Vec::new(), false)),
         Err(e @ crate::state::regular_file::NotReadable::NotRegular(_)) => {
             return Err(io::Error::other(format!(
                 "{} {e}; move it aside so the panic history can be written",
@@ -181,11 +190,7 @@ fn read_existing(path: &Path, warnings: &mut Warnings) -> io::Result<Vec<Vec<u8>
         Err(e) => return Err(e.into()),
     };
     if len > MAX_LEDGER_BYTES {
-        return Err(io::Error::other(format!(
-            "{} is larger than {} MB; move it aside so a fresh history can start",
-            path.display(),
-            MAX_LEDGER_BYTES / (1024 * 1024)
-        )));
+        return compact(path, file, len, warnings).map(|lines| (lines, true));
     }
     let mut bytes = Vec::new();
     file.take(MAX_LEDGER_BYTES).read_to_end(&mut bytes)?;
@@ -205,7 +210,74 @@ fn read_existing(path: &Path, warnings: &mut Warnings) -> io::Result<Vec<Vec<u8>
             path.display()
         ));
     }
-    Ok(lines)
+    Ok((lines, false))
+}
+
+/// Reads an oversized ledger line by line (memory bounded by one line and
+/// the records kept): blank and unreadable lines are dropped, the newest
+/// [`COMPACTED_RECORDS`] records kept in order.
+fn compact(
+    path: &Path,
+    file: std::fs::File,
+    len: u64,
+    warnings: &mut Warnings,
+) -> io::Result<Vec<Vec<u8>>> {
+    use std::io::BufRead;
+    let mut reader = io::BufReader::new(file);
+    let mut kept: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let (mut dropped, mut trimmed) = (0usize, 0usize);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // One line, but never more than MAX_LINE_BYTES of it in memory.
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+            // Skip the rest of an overlong line.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = (&mut reader)
+                    .take(MAX_LINE_BYTES as u64)
+                    .read_until(b'\n', &mut rest)?;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            dropped += 1;
+            continue;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            dropped += 1;
+            continue;
+        }
+        if parse_line(&String::from_utf8_lossy(text)).is_none() {
+            dropped += 1;
+            continue;
+        }
+        kept.push_back(text.to_vec());
+        if kept.len() > COMPACTED_RECORDS {
+            kept.pop_front();
+            trimmed += 1;
+        }
+    }
+    warnings.push(format!(
+        "metal-guard: warning: {} was {len} bytes; compacted it to its {} newest panic records ({dropped} blank or unreadable line(s) dropped{})",
+        path.display(),
+        kept.len(),
+        if trimmed > 0 {
+            format!(", {trimmed} older record(s) dropped")
+        } else {
+            String::new()
+        }
+    ));
+    Ok(kept.into_iter().collect())
 }
 
 /// A ledger line: needs `ts` (Unix seconds, or an ISO-8601 string).
@@ -326,6 +398,53 @@ mod tests {
             ledger_files(path.parent().unwrap()),
             vec!["panics.jsonl".to_string(), "panics.jsonl.lock".to_string()]
         );
+    }
+
+    #[test]
+    fn an_oversized_ledger_is_compacted_and_a_new_panic_still_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEDGER_FILE);
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        // Mostly blank lines, some garbage, an overlong line and one old
+        // record of the Python tool's, well past the size a ledger is read whole.
+        let mut f = std::io::BufWriter::new(fs::File::create(&path).unwrap());
+        use std::io::Write;
+        writeln!(f, r#"{{"ts": 1700000000, "signature": "prepare_count_underflow", "source_file": "old.panic"}}"#).unwrap();
+        let blank = vec![b'\n'; 1 << 20];
+        for _ in 0..(MAX_LEDGER_BYTES >> 20) + 2 {
+            f.write_all(&blank).unwrap();
+        }
+        f.write_all(&vec![b'x'; MAX_LINE_BYTES * 3]).unwrap();
+        writeln!(f).unwrap();
+        writeln!(f, "not json").unwrap();
+        drop(f);
+        assert!(fs::metadata(&path).unwrap().len() > MAX_LEDGER_BYTES);
+
+        let outcome = ingest(
+            &path,
+            &[report(
+                "new.panic",
+                1_799_999_000,
+                Some(PanicSignature::PrepareCountUnderflow),
+            )],
+            now,
+        )
+        .unwrap();
+        assert_eq!(outcome.added, 1);
+        assert!(
+            outcome.warnings.iter().any(|w| w.contains("compacted")),
+            "{:?}",
+            outcome.warnings
+        );
+        assert!(fs::metadata(&path).unwrap().len() < 4096);
+        let (panics, _) = recorded_panics(&path);
+        let files: Vec<_> = panics
+            .iter()
+            .filter_map(|p| p.source_file.clone())
+            .collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0], "old.panic");
+        assert!(files[1].ends_with("new.panic"));
     }
 
     #[test]
