@@ -348,6 +348,53 @@ fn eight_racing_lock_runs_admit_exactly_one_twenty_times() {
     }
 }
 
+/// A record whose pid now belongs to another process (pid reuse, or a
+/// record from before this boot) is stale: `release --force` removes it and
+/// signals no one.
+#[test]
+fn a_reused_pid_is_never_signalled() {
+    let home = tempfile::tempdir().unwrap();
+    let record = home.path().join(".metal-guard/locks/mlx_exclusive.lock");
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    let hour_ago = OffsetDateTime::now_utc() - Duration::hours(1);
+    let iso = hour_ago
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
+        .unwrap();
+    for body in [
+        // The Python tool's record of a holder that died an hour ago.
+        format!(
+            r#"{{"pid": {}, "label": "gone", "started_at": "{iso}"}}"#,
+            bystander.id()
+        ),
+        // Ours, likewise.
+        format!(
+            r#"{{"pid": {}, "label": "gone", "started_at": "{iso}", "schema_version": 1}}"#,
+            bystander.id()
+        ),
+    ] {
+        std::fs::write(&record, &body).unwrap();
+        let status = mg(home.path()).args(["lock", "status"]).output().unwrap();
+        assert_eq!(status.status.code(), Some(0), "{body}: stale, not held");
+        let forced = mg(home.path())
+            .args(["lock", "release", "--force", "--grace-sec", "1"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&forced.stdout);
+        assert_eq!(forced.status.code(), Some(0), "{stdout}");
+        assert!(stdout.contains("stale"), "{stdout}");
+        assert!(!record.exists());
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "the unrelated process was signalled"
+        );
+    }
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
 #[test]
 fn lock_release_force_stops_a_live_holder_and_a_crash_frees_the_lock() {
     let home = tempfile::tempdir().unwrap();

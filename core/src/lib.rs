@@ -21,6 +21,7 @@ pub mod orphans;
 pub mod paths;
 pub mod postmortem;
 pub mod process_footprint;
+pub mod process_identity;
 pub mod registry;
 pub mod shell_guard;
 pub mod state;

@@ -89,3 +89,15 @@ pub fn cpu_brand() -> io::Result<String> {
 pub fn iogpu_wired_limit_mb() -> io::Result<u64> {
     read_u64("iogpu.wired_limit_mb")
 }
+
+/// `kern.boottime` (a `struct timeval`) as Unix seconds.
+pub fn boot_time() -> Option<f64> {
+    let raw = read_raw("kern.boottime").ok()?;
+    if raw.len() < std::mem::size_of::<libc::timeval>() {
+        return None;
+    }
+    // SAFETY: the kernel wrote a timeval; the buffer holds at least that many
+    // bytes, and read_unaligned needs no alignment.
+    let tv: libc::timeval = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    Some(tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6)
+}

@@ -8,6 +8,11 @@
 //! only information: it is written after the kernel lock is taken and
 //! removed before it is released. A record left by the Python tool whose
 //! process is still alive is honoured as a holder too.
+//!
+//! A record names its holder by pid, and pids are reused: a holder counts
+//! (and is signalled by `release --force`) only while the process at that pid
+//! started before the record was written, in this boot
+//! (`process_identity::could_have_written`).
 
 use crate::state::file_lock::{self, FileLock, Wait};
 use crate::state::tolerant_json::{self, Loaded};
@@ -24,8 +29,14 @@ pub struct HolderRecord {
     pub pid: i64,
     #[serde(default)]
     pub label: String,
-    /// Unix seconds (the Python tool's form).
-    #[serde(default)]
+    /// When the lock was taken, Unix seconds. Written as the Python tool
+    /// writes it (`2026-12-02T05:25:47Z`, which its readers parse); read in
+    /// that form or as Unix seconds.
+    #[serde(
+        default,
+        serialize_with = "started_at_iso",
+        deserialize_with = "started_at_lenient"
+    )]
     pub started_at: Option<f64>,
     #[serde(default)]
     pub cmdline: Option<serde_json::Value>,
@@ -34,9 +45,50 @@ pub struct HolderRecord {
     /// Ours only: the command `lock run` started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_pid: Option<i64>,
+    /// Ours only: when that command started (Unix seconds), so a reused pid
+    /// is never taken for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_started_at: Option<f64>,
     /// Ours only (absent in the Python tool's records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+}
+
+fn started_at_iso<S: serde::Serializer>(t: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match t.and_then(timefmt::from_unix_f64) {
+        Some(t) => s.serialize_str(&timefmt::iso(t)),
+        None => s.serialize_none(),
+    }
+}
+
+fn started_at_lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.as_ref()
+        .and_then(timefmt::from_json_time)
+        .map(timefmt::to_unix_f64))
+}
+
+/// Whether the record's holder is alive and is the process that wrote it.
+fn holder_verified(r: &HolderRecord) -> bool {
+    pid_alive(r.pid) && crate::process_identity::could_have_written(r.pid, r.started_at)
+}
+
+/// Whether the record's child is alive and is the command `lock run` started.
+fn child_verified(r: &HolderRecord) -> Option<i64> {
+    let child = r.child_pid?;
+    let alive = pid_alive(child);
+    let same = match (
+        r.child_started_at,
+        crate::process_identity::start_time(child),
+    ) {
+        (Some(recorded), Some(now)) => {
+            (recorded - now).abs() <= crate::process_identity::TOLERANCE_SEC
+        }
+        // A record without the child's start (an older one): its holder must
+        // still be verified and the child no younger than the record.
+        _ => crate::process_identity::could_have_written(child, None),
+    };
+    (alive && same).then_some(child)
 }
 
 /// Where the lock lives.
@@ -121,7 +173,7 @@ pub fn lock_status(paths: &LockPaths) -> LockStatus {
             false
         }
     };
-    let holder_alive = record.as_ref().is_some_and(|r| pid_alive(r.pid));
+    let holder_alive = record.as_ref().is_some_and(holder_verified);
     let foreign_holder = record
         .as_ref()
         .is_some_and(|r| r.schema_version.is_none() && holder_alive);
@@ -149,6 +201,7 @@ impl MlxLockGuard {
     /// Records the child this holder started (so `release --force` can reach it).
     pub fn set_child(&mut self, child_pid: u32) -> std::io::Result<()> {
         self.record.child_pid = Some(child_pid as i64);
+        self.record.child_started_at = crate::process_identity::start_time(child_pid as i64);
         write_record(&self.record_path, &self.record)
     }
 
@@ -246,7 +299,7 @@ pub fn try_acquire(
     // The kernel lock is ours; a record of a live Python-tool holder still wins.
     let mut warnings = Warnings::new();
     if let Some(r) = read_record(&paths.record, &mut warnings) {
-        if r.schema_version.is_none() && pid_alive(r.pid) && r.pid != std::process::id() as i64 {
+        if r.schema_version.is_none() && holder_verified(&r) && r.pid != std::process::id() as i64 {
             let mut status = lock_status(paths);
             status.held = true;
             status.stale_record = false;
@@ -260,6 +313,7 @@ pub fn try_acquire(
         cmdline: Some(serde_json::json!(cmdline)),
         host: host_name(),
         child_pid: None,
+        child_started_at: None,
         schema_version: Some(1),
     };
     write_record(&paths.record, &record)
@@ -310,11 +364,15 @@ pub fn release(
             paths.kernel.display()
         )));
     };
+    // Only processes that are verifiably the holder and its command: a pid
+    // reused by an unrelated process is never signalled.
     let own = std::process::id() as i64;
-    let targets: Vec<i64> = [Some(record.pid), record.child_pid]
+    let holder = holder_verified(&record).then_some(record.pid);
+    let child = holder.and(child_verified(&record));
+    let targets: Vec<i64> = [holder, child]
         .into_iter()
         .flatten()
-        .filter(|&p| p > 0 && p != own && pid_alive(p))
+        .filter(|&p| p > 0 && p != own)
         .collect();
     let signal = |sig: libc::c_int| {
         for &p in &targets {
@@ -328,7 +386,7 @@ pub fn release(
     let foreign = record.schema_version.is_none();
     let still_held = |paths: &LockPaths| {
         let kernel = file_lock::is_locked(&paths.kernel).unwrap_or(false);
-        kernel || (foreign && pid_alive(record.pid))
+        kernel || (foreign && holder_verified(&record))
     };
     let wait_free = |limit: Duration| {
         let start = Instant::now();
@@ -411,7 +469,25 @@ mod tests {
             release(&paths, false, Duration::from_secs(1)).unwrap(),
             ReleaseOutcome::RemovedStale { pid: 999999999 }
         );
-        // A live Python-tool holder (no schema_version) is honoured.
+        // A live Python-tool holder (no schema_version) is honoured, its
+        // time in the Python tool's form or as Unix seconds.
+        let now = OffsetDateTime::now_utc();
+        for started in [
+            format!("\"{}\"", timefmt::iso(now)),
+            timefmt::to_unix_f64(now).to_string(),
+        ] {
+            std::fs::write(
+                &paths.record,
+                format!(
+                    r#"{{"pid": {}, "label": "py", "started_at": {started}}}"#,
+                    std::process::id()
+                ),
+            )
+            .unwrap();
+            assert!(lock_status(&paths).held, "{started}");
+        }
+        // A record from before this boot (or before its pid's process
+        // started) names a reused pid: stale, never honoured.
         std::fs::write(
             &paths.record,
             format!(
@@ -420,7 +496,8 @@ mod tests {
             ),
         )
         .unwrap();
-        assert!(lock_status(&paths).held);
+        let s = lock_status(&paths);
+        assert!(!s.held && s.stale_record);
         // Garbage: a warning, not held, and acquire works.
         std::fs::write(&paths.record, b"\x00garbage").unwrap();
         let s = lock_status(&paths);
