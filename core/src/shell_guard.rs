@@ -15,7 +15,6 @@
 
 use crate::state::atomic_file::{ensure_private_dir, write_atomic};
 use serde::Serialize;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub const START_MARKER: &str = "# >>> metal-guard >>>";
@@ -293,6 +292,9 @@ pub enum GuardError {
         found: MissingEndMarker,
     },
     Io(String),
+    /// The file changed while we edited it (the user, or another program,
+    /// wrote to it): nothing was replaced; the edit is done again.
+    ChangedMeanwhile(PathBuf),
 }
 
 impl std::fmt::Display for GuardError {
@@ -315,6 +317,11 @@ impl std::fmt::Display for GuardError {
                 )
             }
             GuardError::Io(e) => f.write_str(e),
+            GuardError::ChangedMeanwhile(p) => write!(
+                f,
+                "{} kept changing while metal-guard edited it; nothing was changed: run the command again when nothing else writes to it",
+                p.display()
+            ),
         }
     }
 }
@@ -363,17 +370,75 @@ fn backup(paths: &GuardPaths, target: &Path, bytes: &[u8]) -> Result<PathBuf, Gu
     Ok(dest)
 }
 
-/// Replaces `target` atomically, keeping its permission bits (new files: 0644).
-fn replace(target: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), GuardError> {
-    write_atomic(target, bytes)
-        .map_err(|e| GuardError::Io(format!("cannot write {} ({e})", target.display())))?;
-    let mode = mode.unwrap_or(0o644);
-    std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-        GuardError::Io(format!(
-            "cannot restore the mode of {} ({e})",
-            target.display()
-        ))
-    })
+/// Replaces `target` atomically with `bytes`, keeping its mode and owner
+/// (set on the temporary before the rename; new files: 0644), and only if it
+/// still holds `based_on` just before the rename: a line the user appended
+/// meanwhile is never lost (the caller edits again).
+fn replace(target: &Path, based_on: Option<&[u8]>, bytes: &[u8]) -> Result<(), GuardError> {
+    let attributes = std::fs::metadata(target)
+        .ok()
+        .map(|m| crate::state::atomic_file::Attributes::of(&m));
+    let unchanged = || {
+        let now = std::fs::read(target).ok();
+        if now.as_deref() == based_on {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(CHANGED_MEANWHILE))
+        }
+    };
+    // Held across the rename: a line appended to the old file between the
+    // last check and the rename is still readable here, and is carried over.
+    let old = std::fs::File::open(target).ok();
+    crate::state::atomic_file::write_replacing(target, bytes, 0o644, attributes, &unchanged)
+        .map_err(|e| {
+            if e.to_string() == CHANGED_MEANWHILE {
+                GuardError::ChangedMeanwhile(target.to_path_buf())
+            } else {
+                GuardError::Io(format!("cannot write {} ({e})", target.display()))
+            }
+        })?;
+    if let (Some(mut old), Some(based_on)) = (old, based_on) {
+        use std::io::{Read, Write};
+        let mut after = Vec::new();
+        if old.read_to_end(&mut after).is_ok()
+            && after.len() > based_on.len()
+            && after.starts_with(based_on)
+        {
+            let late = &after[based_on.len()..];
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(target)
+                .and_then(|mut f| f.write_all(late))
+                .map_err(|e| {
+                    GuardError::Io(format!(
+                        "{} received {} byte(s) while metal-guard rewrote it and they could not be carried over ({e}); they are in the backup",
+                        target.display(),
+                        late.len()
+                    ))
+                })?;
+        }
+    }
+    Ok(())
+}
+
+const CHANGED_MEANWHILE: &str = "the file changed while it was edited";
+
+/// How often an edit is redone when the file keeps changing under it.
+const EDIT_ATTEMPTS: usize = 5;
+
+/// Runs an edit again while the file changes under it.
+fn retrying(edit: impl Fn() -> Result<GuardChange, GuardError>) -> Result<GuardChange, GuardError> {
+    let mut last = None;
+    for _ in 0..EDIT_ATTEMPTS {
+        match edit() {
+            Err(GuardError::ChangedMeanwhile(p)) => {
+                last = Some(p);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    Err(GuardError::ChangedMeanwhile(last.unwrap_or_default()))
 }
 
 /// What an install or uninstall did for one shell.
@@ -386,10 +451,20 @@ pub struct GuardChange {
     pub action: &'static str,
     #[serde(serialize_with = "crate::paths::lossy::option")]
     pub backup: Option<PathBuf>,
+    /// The rc file when it is a symlink: `file` is its target, edited in place.
+    #[serde(
+        serialize_with = "crate::paths::lossy::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub via_symlink: Option<PathBuf>,
 }
 
 /// Installs the guard for `shell`.
 pub fn install(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardError> {
+    retrying(|| install_once(paths, shell)).map(|c| c.noting_symlink(paths.rc(shell)))
+}
+
+fn install_once(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardError> {
     ensure_private_dir(&paths.guard_dir).map_err(|e| {
         GuardError::Io(format!("cannot create {} ({e})", paths.guard_dir.display()))
     })?;
@@ -403,18 +478,20 @@ pub fn install(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardErr
                 file: file.clone(),
                 action: "already_installed",
                 backup: None,
+                via_symlink: None,
             });
         }
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| GuardError::Io(format!("cannot create {} ({e})", parent.display())))?;
         }
-        replace(file, script.as_bytes(), None)?;
+        replace(file, existing.as_deref(), script.as_bytes())?;
         return Ok(GuardChange {
             shell,
             file: file.clone(),
             action: "installed",
             backup: None,
+            via_symlink: None,
         });
     }
     let script = paths.script();
@@ -429,27 +506,40 @@ pub fn install(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardErr
             file: target,
             action: "already_installed",
             backup: None,
+            via_symlink: None,
         });
     }
-    let mode = std::fs::metadata(&target)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777);
     let backup = match &existing {
         Some(b) => Some(backup(paths, &target, b)?),
         None => None,
     };
     let new = add_block(existing.as_deref(), &source_line(&script));
-    replace(&target, &new, mode)?;
+    replace(&target, existing.as_deref(), &new)?;
     Ok(GuardChange {
         shell,
         file: target,
         action: "installed",
         backup,
+        via_symlink: None,
     })
 }
 
 /// Removes the guard for `shell`.
 pub fn uninstall(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardError> {
+    retrying(|| uninstall_once(paths, shell)).map(|c| c.noting_symlink(paths.rc(shell)))
+}
+
+impl GuardChange {
+    /// Records that `rc` is a symlink whose target was the file edited.
+    fn noting_symlink(mut self, rc: &Path) -> GuardChange {
+        if self.file != rc && self.shell != Shell::Fish {
+            self.via_symlink = Some(rc.to_path_buf());
+        }
+        self
+    }
+}
+
+fn uninstall_once(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardError> {
     if shell == Shell::Fish {
         let file = &paths.fish_conf;
         return match read_optional(file)? {
@@ -462,6 +552,7 @@ pub fn uninstall(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardE
                     file: file.clone(),
                     action: "deleted_file",
                     backup: None,
+                    via_symlink: None,
                 })
             }
             Some(_) => Err(GuardError::Io(format!(
@@ -473,6 +564,7 @@ pub fn uninstall(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardE
                 file: file.clone(),
                 action: "not_installed",
                 backup: None,
+                via_symlink: None,
             }),
         };
     }
@@ -483,6 +575,7 @@ pub fn uninstall(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardE
             file: target,
             action: "not_installed",
             backup: None,
+            via_symlink: None,
         });
     };
     let removal = remove_block(&existing).map_err(|found| GuardError::MissingEnd {
@@ -495,22 +588,24 @@ pub fn uninstall(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardE
             file: target,
             action: "not_installed",
             backup: None,
+            via_symlink: None,
         }),
         Removal::Content(new) => {
-            let mode = std::fs::metadata(&target)
-                .ok()
-                .map(|m| m.permissions().mode() & 0o7777);
             let b = backup(paths, &target, &existing)?;
-            replace(&target, &new, mode)?;
+            replace(&target, Some(&existing), &new)?;
             Ok(GuardChange {
                 shell,
                 file: target,
                 action: "removed",
                 backup: Some(b),
+                via_symlink: None,
             })
         }
         Removal::DeleteFile => {
             let b = backup(paths, &target, &existing)?;
+            if std::fs::read(&target).ok().as_deref() != Some(&existing[..]) {
+                return Err(GuardError::ChangedMeanwhile(target));
+            }
             std::fs::remove_file(&target)
                 .map_err(|e| GuardError::Io(format!("cannot remove {} ({e})", target.display())))?;
             Ok(GuardChange {
@@ -518,6 +613,7 @@ pub fn uninstall(paths: &GuardPaths, shell: Shell) -> Result<GuardChange, GuardE
                 file: target,
                 action: "deleted_file",
                 backup: Some(b),
+                via_symlink: None,
             })
         }
     }
@@ -596,6 +692,7 @@ pub fn status(paths: &GuardPaths) -> GuardStatus {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const SRC: &str = "source \"/home/u/.metal-guard/shell-guard.sh\"";
 
@@ -690,6 +787,41 @@ mod tests {
         fn install_then_uninstall_gives_the_rc_back(rc in arb_rc()) {
             round_trip(rc.as_deref());
         }
+    }
+
+    /// A user appending to the rc while install and uninstall run loses no line.
+    #[test]
+    fn lines_appended_during_edits_are_never_lost() {
+        use std::io::Write;
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path().to_path_buf();
+        let paths = GuardPaths::under(&h, &h, &h.join(".config"));
+        std::fs::write(&paths.bashrc, b"export A=1\n").unwrap();
+        let rc = paths.bashrc.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..65 {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&rc).unwrap();
+                writeln!(f, "echo line-{i}").unwrap();
+                drop(f);
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+        });
+        let mut edits = 0;
+        while !writer.is_finished() {
+            install(&paths, Shell::Bash).unwrap();
+            uninstall(&paths, Shell::Bash).unwrap();
+            edits += 2;
+        }
+        writer.join().unwrap();
+        let text = String::from_utf8(std::fs::read(&paths.bashrc).unwrap()).unwrap();
+        let missing: Vec<i32> = (0..65)
+            .filter(|i| !text.contains(&format!("echo line-{i}\n")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "lost {missing:?} over {edits} edits:\n{text}"
+        );
+        assert!(!has_block(text.as_bytes()));
     }
 
     #[test]

@@ -49,9 +49,16 @@ pub fn run(args: Args) -> CommandResult {
                             c.file.display()
                         ),
                         _ => println!(
-                            "{}: installed in {}{}",
+                            "{}: installed in {}{}{}",
                             shell.name(),
                             c.file.display(),
+                            c.via_symlink
+                                .as_ref()
+                                .map(|l| format!(
+                                    ", the file the symlink {} points to",
+                                    l.display()
+                                ))
+                                .unwrap_or_default(),
                             c.backup
                                 .map(|b| format!(" (backup: {})", b.display()))
                                 .unwrap_or_default()
@@ -82,9 +89,16 @@ pub fn run(args: Args) -> CommandResult {
                             println!("{}: removed {}", shell.name(), c.file.display())
                         }
                         _ => println!(
-                            "{}: removed the block from {}{}",
+                            "{}: removed the block from {}{}{}",
                             shell.name(),
                             c.file.display(),
+                            c.via_symlink
+                                .as_ref()
+                                .map(|l| format!(
+                                    ", the file the symlink {} points to",
+                                    l.display()
+                                ))
+                                .unwrap_or_default(),
                             c.backup
                                 .map(|b| format!(" (backup: {})", b.display()))
                                 .unwrap_or_default()

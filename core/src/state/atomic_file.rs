@@ -94,6 +94,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// [`write_atomic`] with the file's mode.
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_replacing(path, bytes, mode, None, &|| Ok(()))
+}
+
+/// Who owns a file and with which mode: what a file we rewrite for the user
+/// keeps (set on the temporary, so the file never has other attributes,
+/// even when the rewrite is killed halfway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attributes {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Attributes {
+    pub fn of(meta: &std::fs::Metadata) -> Attributes {
+        use std::os::unix::fs::MetadataExt;
+        Attributes {
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
+}
+
+/// Replaces `path` with `bytes`, keeping `attributes` (or `mode` for a new
+/// file); `before_rename` runs just before the temporary takes the file's
+/// place and can refuse (the temporary is then removed): the caller's chance
+/// to notice that the file changed meanwhile.
+pub fn write_replacing(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    attributes: Option<Attributes>,
+    before_rename: &dyn Fn() -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -123,11 +158,30 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
         }
     };
     let result = (|| {
+        if let Some(a) = attributes {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the descriptor is open (owned by `tmp`). Changing the
+            // owner needs privilege unless it is already ours: an EPERM for
+            // the same owner is harmless, any other owner is an error.
+            let rc = unsafe { libc::fchown(tmp.as_raw_fd(), a.uid, a.gid) };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                let ours = tmp.metadata().map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.uid() == a.uid && m.gid() == a.gid
+                });
+                if !ours.unwrap_or(false) {
+                    return Err(e);
+                }
+            }
+        }
+        let mode = attributes.map_or(mode, |a| a.mode);
         // The umask may have narrowed the mode given at creation.
         tmp.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         tmp.write_all(bytes)?;
         super::durable_sync::durable_sync(&tmp)?;
         drop(tmp);
+        before_rename()?;
         fs::rename(&tmp_path, path)?;
         // Durability of the rename: fsync the directory entry. Some
         // filesystems refuse to fsync a directory; the data is still safe.
