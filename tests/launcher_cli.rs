@@ -254,6 +254,50 @@ fn exit_status_stdin_and_pid_are_pythons_own() {
     assert_eq!(text(&out.stdout), format!("{pid} HELLO\nWORLD"));
 }
 
+/// A standard descriptor closed for the launcher is closed for Python too
+/// (Rust's runtime puts /dev/null there; the launcher takes it away again),
+/// and a user's own `< /dev/null` stays.
+#[test]
+fn a_closed_stdin_reaches_python_closed() {
+    use std::os::unix::process::CommandExt;
+    let w = World::new();
+    if !python3_available(&w) {
+        panic!("python3 is needed for this test");
+    }
+    let probe = "import sys; print(sys.stdin is None, end='')";
+    let closed = |cmd: &mut Command| -> String {
+        // SAFETY: close(2) is async-signal-safe; the child runs nothing else
+        // before its exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::close(0);
+                Ok(())
+            });
+        }
+        let out = run(cmd.stdout(Stdio::piped()));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let bare = closed(w.cmd("python3").args(["-c", probe]));
+    assert_eq!(bare, "True", "bare Python with stdin closed");
+    for args in [&["-c", probe][..], &["--no-inject", "-c", probe]] {
+        assert_eq!(closed(w.cmd(MLX_SAFE_PYTHON).args(args)), bare, "{args:?}");
+    }
+    assert_eq!(
+        closed(
+            w.cmd(METAL_GUARD)
+                .args(["run", "--", "python3", "-c", probe])
+        ),
+        bare
+    );
+    let out = run(w
+        .cmd(MLX_SAFE_PYTHON)
+        .args(["-c", probe])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()));
+    assert_eq!(text(&out.stdout), "False", "/dev/null as stdin stays");
+}
+
 #[test]
 fn signals_end_python_as_they_would_end_python() {
     let w = World::new();

@@ -21,6 +21,40 @@ pub fn compose_environment<'a>(
     env.into_iter().collect()
 }
 
+/// Whether standard descriptor `fd` is the `/dev/null` that Rust's runtime
+/// opens (read-write) in place of a descriptor that was closed when the
+/// launcher started: the program must inherit it closed, as it would from
+/// the shell (Python then sets `sys.stdin` to `None`). A user's own
+/// `< /dev/null` is opened read-only and passes through as it is.
+fn is_runtime_placeholder(fd: libc::c_int) -> bool {
+    // SAFETY: fcntl and fstat on a descriptor number have no memory
+    // preconditions; `st` is a valid, writable stat buffer.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || flags & libc::O_ACCMODE != libc::O_RDWR {
+            return false;
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        let mut null: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0
+            && libc::stat(c"/dev/null".as_ptr(), &mut null) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && st.st_rdev == null.st_rdev
+    }
+}
+
+/// Closes the standard descriptors that were closed when the launcher
+/// started (see [`is_runtime_placeholder`]); called just before `execve`.
+pub fn close_runtime_placeholders() {
+    for fd in 0..=2 {
+        if is_runtime_placeholder(fd) {
+            // SAFETY: closing a standard descriptor we do not use again
+            // before the exec; std's stdio tolerates EBADF afterwards.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// `execve(program, argv, env)`. Returns only on failure.
 pub fn exec_replace(program: &Path, argv: &[OsString], env: &[(OsString, OsString)]) -> io::Error {
     let to_c = |bytes: &[u8]| {
@@ -61,6 +95,7 @@ pub fn exec_replace(program: &Path, argv: &[OsString], env: &[(OsString, OsStrin
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    close_runtime_placeholders();
     // SAFETY: every pointer refers to a NUL-terminated CString kept alive in
     // `program`, `argv` and `envp` for the duration of the call, and both
     // pointer arrays end with a null pointer as execve requires.
