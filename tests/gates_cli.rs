@@ -1,18 +1,17 @@
 //! End-to-end tests of the gate commands as a user runs them: a temporary
 //! HOME, real report folders, real processes racing.
 
+mod common;
+
+use common::{fixtures, ips_at};
 use metal_guard_core::forensics::{scan_reports, ReportScan};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_metal-guard")
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/panics")
 }
 
 /// A command with a private HOME and none of the caller's metal-guard settings.
@@ -28,40 +27,6 @@ fn mg(home: &Path) -> Command {
         }
     }
     c
-}
-
-fn apple_time(t: OffsetDateTime) -> String {
-    t.format(format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second].00 +0000"
-    ))
-    .unwrap()
-}
-
-/// Copies an `.ips` fixture with its timestamps (header `timestamp`, body
-/// `date`) moved to `when`, by text replacement: verbatim reports are not
-/// always strict JSON.
-fn ips_at(fixture: &str, dest: &Path, when: OffsetDateTime) -> PathBuf {
-    let mut text = std::fs::read_to_string(fixtures().join(fixture)).unwrap();
-    let head: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    let stamp = head["timestamp"].as_str().unwrap().to_string();
-    text = text.replace(&stamp, &apple_time(when));
-    for key in ["\"date\" : \"", "\"date\":\""] {
-        if let Some(start) = text.find(key) {
-            let from = start + key.len();
-            let end = from + text[from..].find('"').unwrap();
-            text.replace_range(from..end, &apple_time(when));
-        }
-    }
-    let name = format!(
-        "Kernel-{}.ips",
-        when.format(format_description!(
-            "[year]-[month]-[day]-[hour][minute][second]"
-        ))
-        .unwrap()
-    );
-    let path = dest.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 fn gate_json(home: &Path, reports: &Path) -> (i32, serde_json::Value) {

@@ -24,7 +24,9 @@ pub fn to_unix_f64(t: OffsetDateTime) -> f64 {
 }
 
 /// ISO-8601 with a zone (`2026-11-25T23:51:46Z`, `+00:00`), or the Python
-/// tool's naive `datetime.isoformat()` (read as UTC, the only honest guess).
+/// tool's naive `datetime.isoformat()`, which is local time (it writes
+/// `datetime.now()`): read in this machine's time zone (`TZ`, else the
+/// system's), as the Python tool reads it back.
 pub fn parse_iso(s: &str) -> Option<OffsetDateTime> {
     let s = s.trim();
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
@@ -38,7 +40,55 @@ pub fn parse_iso(s: &str) -> Option<OffsetDateTime> {
     formats
         .iter()
         .find_map(|f| PrimitiveDateTime::parse(&normalized, f).ok())
-        .map(PrimitiveDateTime::assume_utc)
+        .and_then(local_naive_to_utc)
+}
+
+/// The instant a naive local time names (`mktime`, which knows the zone's
+/// rules and daylight saving); `None` outside the platform's range.
+pub fn local_naive_to_utc(t: PrimitiveDateTime) -> Option<OffsetDateTime> {
+    // SAFETY: a zeroed tm is a valid value; mktime reads and normalises the
+    // struct we own and returns -1 on failure.
+    let secs = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = t.year() - 1900;
+        tm.tm_mon = i32::from(u8::from(t.month())) - 1;
+        tm.tm_mday = i32::from(t.day());
+        tm.tm_hour = i32::from(t.hour());
+        tm.tm_min = i32::from(t.minute());
+        tm.tm_sec = i32::from(t.second());
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    if secs == -1 && !(t.year() == 1969 || t.year() == 1970) {
+        return None;
+    }
+    OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .map(|u| u + time::Duration::nanoseconds(i64::from(t.nanosecond())))
+}
+
+/// `2026-11-25T15:51:46`: a time as the Python tool writes it in its state
+/// files (naive, this machine's local time), so that it can compare it with
+/// its own `datetime.now()`.
+pub fn local_naive(t: OffsetDateTime) -> String {
+    // SAFETY: localtime_r writes the broken-down time into the tm we own.
+    let tm = unsafe {
+        let secs = t.unix_timestamp() as libc::time_t;
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return iso(t).trim_end_matches('Z').to_string();
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 /// A JSON value that is either Unix seconds or an ISO-8601 string.

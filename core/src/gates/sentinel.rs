@@ -109,8 +109,10 @@ pub fn write_sentinel(
 ) -> std::io::Result<Option<String>> {
     let body = serde_json::json!({
         "schema_version": 1,
-        "cooldown_until": timefmt::iso(until),
-        "created_at": timefmt::iso(now),
+        // Naive local times, the Python tool's form: its readers compare
+        // them with a naive `datetime.now()` and fail on a zone suffix.
+        "cooldown_until": timefmt::local_naive(until),
+        "created_at": timefmt::local_naive(now),
         "reason": reason,
     });
     let mut bytes = serde_json::to_vec_pretty(&body).expect("a JSON value always serializes");
