@@ -217,3 +217,75 @@ fn each_tool_respects_the_others_mlx_lock() {
     let _ = ours.kill();
     let _ = ours.wait();
 }
+
+/// Every command line of the Python tool gives the same exit status with
+/// ours (ours may print more), in a HOME with no panics, and in one where an
+/// app embedding the Python tool left a GPU section open in its default log.
+#[test]
+fn every_python_tool_command_line_exits_the_same_with_ours() {
+    let Some(py) = python_tool() else { return };
+    let theirs = py.with_file_name("metal-guard");
+    let lines: &[&[&str]] = &[
+        &["status"],
+        &["--json", "status"],
+        &["status", "--json"],
+        &["panics"],
+        &["--json", "panics"],
+        &["panics", "--since-hours", "24"],
+        &["breadcrumb"],
+        &["breadcrumb", "-n", "5"],
+        &["mode"],
+        &["--json", "mode"],
+        &["panic-gate"],
+        &["--json", "panic-gate"],
+        &["panic-gate", "--json"],
+        &["orphan-scan"],
+        &["orphan-scan", "--json"],
+        &["orphan-scan", "--threshold-sec", "90"],
+        &["ack"],
+        &["ack", "--json"],
+        &["--json", "ack"],
+        &["guard"],
+        &["guard", "status"],
+        &["status-write", "--once"],
+        &["status-write", "--once", "--json"],
+        &["postmortem", "bundle"],
+        &["diagnose"],
+        &["--version"],
+    ];
+    let run = |h: &Home, program: &Path, args: &[&str]| -> i32 {
+        let mut c = Command::new(program);
+        h.env(&mut c, "UTC");
+        c.current_dir(&h.root)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .unwrap_or(-1)
+    };
+    for (case, open_section) in [("clean", false), ("open section", true)] {
+        for args in lines {
+            let (a, b) = (Home::new(), Home::new());
+            if open_section {
+                for h in [&a, &b] {
+                    let logs = h.root.join("logs");
+                    std::fs::create_dir_all(&logs).unwrap();
+                    let when = OffsetDateTime::now_utc() - Duration::minutes(10);
+                    let stamp = when
+                        .format(time::macros::format_description!(
+                            "[year]-[month]-[day] [hour]:[minute]:[second]"
+                        ))
+                        .unwrap();
+                    std::fs::write(
+                        logs.join("metal_breadcrumb.log"),
+                        format!("[{stamp}] SUBPROC_PRE: mlx-community/x\n"),
+                    )
+                    .unwrap();
+                }
+            }
+            let (t, o) = (run(&a, &theirs, args), run(&b, Path::new(OURS), args));
+            assert_eq!(o, t, "{case}: metal-guard {}", args.join(" "));
+        }
+    }
+}

@@ -275,7 +275,7 @@ fn paths_that_are_not_utf8_are_rendered_lossily() {
     let log = h.root.join(std::ffi::OsStr::from_bytes(b"crumbs-\xff.log"));
     for args in [
         &["status", "--json"][..],
-        &["status-write"],
+        &["status-write", "--once"],
         &["lock", "status", "--json"],
         &["guard", "status", "--json"],
         &["panic-gate", "--json"],

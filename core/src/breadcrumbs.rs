@@ -5,12 +5,11 @@
 //!
 //! Ours always write UTC ISO-8601 with milliseconds and a `pid=` field; the
 //! reader also accepts the Python tool's local-time lines without a zone
-//! (read as UTC, the only honest guess).
+//! (read in this machine's time zone, as the Python tool means them).
 
 use std::path::PathBuf;
-use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
-use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use time::{OffsetDateTime, UtcOffset};
 
 /// Tag of the line written synchronously before a risky GPU transition.
 pub const TAG_PRE: &str = "SUBPROC_PRE";
@@ -107,22 +106,10 @@ fn parse_fields(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A line's time: ours (RFC 3339, UTC) or the Python tool's (naive local
+/// time, `2026-04-24 13:05:09`), by the one time reader.
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    let s = s.trim();
-    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Some(t);
-    }
-    // The Python tool: local time without a zone, `2026-04-24 13:05:09` or
-    // with fractional seconds / a `T` separator.
-    let normalized = s.replace('T', " ");
-    let formats = [
-        format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"),
-        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
-    ];
-    formats
-        .iter()
-        .find_map(|f| PrimitiveDateTime::parse(&normalized, f).ok())
-        .map(PrimitiveDateTime::assume_utc)
+    crate::timefmt::parse_iso(s)
 }
 
 /// Where breadcrumbs go: `METALGUARD_BREADCRUMB_PATH`, else
@@ -133,6 +120,40 @@ pub fn breadcrumb_path() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => crate::paths::state_dir().join("breadcrumbs.log"),
     }
+}
+
+/// The places a log may be, ours first: [`breadcrumb_path`] and, unless
+/// `METALGUARD_BREADCRUMB_PATH` names one log, the Python tool's.
+pub fn candidate_logs() -> Vec<PathBuf> {
+    let mut places = vec![breadcrumb_path()];
+    if std::env::var_os("METALGUARD_BREADCRUMB_PATH").is_some_and(|p| !p.is_empty()) {
+        return places;
+    }
+    places.push(crate::paths::state_dir().join("metal_breadcrumb.log"));
+    if let Ok(dir) = std::env::current_dir() {
+        places.push(dir.join("logs").join("metal_breadcrumb.log"));
+    }
+    places
+}
+
+/// Every log a reader looks at: [`breadcrumb_path`] and, unless
+/// `METALGUARD_BREADCRUMB_PATH` names one log, the Python tool's places
+/// (`~/.cache/metal-guard/metal_breadcrumb.log`, and `logs/metal_breadcrumb.log`
+/// in the working folder, its default), so that a section an app embedding
+/// the Python tool left open is found too. Ours first; the others only when
+/// they exist.
+pub fn breadcrumb_logs() -> Vec<PathBuf> {
+    let mut candidates = candidate_logs().into_iter();
+    let ours = candidates.next().unwrap_or_else(breadcrumb_path);
+    let mut logs = vec![ours.clone()];
+    for p in candidates {
+        let same =
+            std::fs::canonicalize(&p).ok() == std::fs::canonicalize(&ours).ok() && p.exists();
+        if p.is_file() && !same && !logs.contains(&p) {
+            logs.push(p);
+        }
+    }
+    logs
 }
 
 #[cfg(test)]

@@ -26,8 +26,8 @@ pub struct StatusSnapshot {
     #[serde(with = "time::serde::rfc3339")]
     pub captured_at: OffsetDateTime,
     pub version: &'static str,
-    /// `defensive` or `observer` (`METALGUARD_MODE`).
-    pub mode: String,
+    /// `METALGUARD_MODE`, as an object like the Python tool's.
+    pub mode: ModeInfo,
     /// 0 proceed, 2 blocked, 3 the gate failed: what `panic-gate` would exit with.
     pub exit_code: u8,
     pub ok: bool,
@@ -41,6 +41,107 @@ pub struct StatusSnapshot {
     pub breadcrumbs: BreadcrumbTail,
     pub orphans: Vec<Orphan>,
     pub warnings: Warnings,
+    // The keys dashboards read from the Python tool's documents (its
+    // `status.json` and its `status --json`), filled from the same facts.
+    /// The verdict in the Python tool's keys.
+    pub panic_cooldown: Option<PanicCooldown>,
+    /// IOGPU panics of the last 72 h, oldest first.
+    pub recent_panics: Vec<crate::gates::panic_sources::PanicEvent>,
+    pub panics_window_hours: u32,
+    pub panics_count: usize,
+    pub panics: Vec<crate::gates::panic_sources::PanicEvent>,
+    /// `ok`, `cooldown`, `lockout` or `gate_failed`.
+    pub health: &'static str,
+    /// The holder record, if any.
+    pub mlx_lock: Option<mlx_lock::HolderRecord>,
+    /// MLX memory: only a process that runs MLX knows it.
+    pub memory: Unavailable,
+    /// The Python tool's KV-cache monitor (an in-process thread of its API).
+    pub kv_monitor: KvMonitor,
+    #[serde(serialize_with = "crate::paths::lossy::path")]
+    pub breadcrumb_path: PathBuf,
+    pub breadcrumb_tail: Vec<String>,
+    pub breadcrumb: BreadcrumbSection,
+}
+
+/// `METALGUARD_MODE` described, with the Python tool's keys of both its
+/// documents (`current` in `status.json`, `mode` in `status --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeInfo {
+    pub current: &'static str,
+    pub mode: &'static str,
+    pub description: &'static str,
+    pub env_var: String,
+    /// What `METALGUARD_MODE` asked for, when set.
+    pub requested: Option<String>,
+    /// Why the request was not honoured, if it was not.
+    pub downgrade_reason: Option<String>,
+}
+
+impl ModeInfo {
+    /// The mode from `METALGUARD_MODE` (an unknown value: a warning and `defensive`).
+    pub fn from_env(warnings: &mut Warnings) -> ModeInfo {
+        let requested = std::env::var("METALGUARD_MODE")
+            .ok()
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty());
+        let current: &'static str = if mode(warnings) == "observer" {
+            "observer"
+        } else {
+            "defensive"
+        };
+        let downgrade_reason = requested
+            .as_deref()
+            .filter(|r| !r.eq_ignore_ascii_case(current))
+            .map(|r| format!("{r:?} is neither defensive nor observer"));
+        ModeInfo {
+            current,
+            mode: current,
+            description: match current {
+                "observer" => "Watches only: logs what it would have done and changes nothing.",
+                _ => "Acts: refuses oversized allocations, keeps buffers alive until the GPU is done, defers residency teardown, spaces model loads and stops at the cooldown gate.",
+            },
+            env_var: match &requested {
+                Some(r) => format!("METALGUARD_MODE={r}"),
+                None => "METALGUARD_MODE=<unset> (default: defensive)".to_string(),
+            },
+            requested,
+            downgrade_reason,
+        }
+    }
+}
+
+/// The verdict in the Python tool's `panic_cooldown` keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct PanicCooldown {
+    pub exit_code: u8,
+    pub reason: String,
+    pub recent_panics_24h: usize,
+    pub recent_panics_72h: usize,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cooldown_until: Option<OffsetDateTime>,
+}
+
+/// A section only an MLX process can fill.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unavailable {
+    pub available: bool,
+    pub reason: &'static str,
+}
+
+/// The Python tool's KV monitor, which lives inside an app's process.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvMonitor {
+    pub running: bool,
+    pub active_requests: Vec<String>,
+}
+
+/// The breadcrumb tail in the Python tool's `status --json` form.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreadcrumbSection {
+    #[serde(serialize_with = "crate::paths::lossy::option")]
+    pub path: Option<PathBuf>,
+    pub lines: Vec<String>,
 }
 
 /// The end of the breadcrumb log.
@@ -104,7 +205,7 @@ pub fn orphan_threshold(warnings: &mut Warnings) -> f64 {
 /// Takes the snapshot now.
 pub fn capture(report_dirs: &[PathBuf], breadcrumb_lines: usize) -> StatusSnapshot {
     let mut warnings = Warnings::new();
-    let mode = mode(&mut warnings);
+    let mode = ModeInfo::from_env(&mut warnings);
     let (verdict, gate_error, exit_code) = match cooldown::current_verdict(report_dirs) {
         Ok(v) => {
             warnings.extend(v.warnings.iter().cloned());
@@ -125,7 +226,49 @@ pub fn capture(report_dirs: &[PathBuf], breadcrumb_lines: usize) -> StatusSnapsh
         Ok(lines) => orphans::find_orphans(&lines, time::Duration::seconds_f64(threshold), now),
         Err(_) => Vec::new(),
     };
+    let recent = verdict.as_ref().map(|v| {
+        let mut p = v.panics.clone();
+        p.reverse();
+        p
+    });
+    let recent = recent.unwrap_or_default();
+    let health = match (&verdict, exit_code) {
+        (None, _) => "gate_failed",
+        (Some(_), 0) => "ok",
+        (Some(v), _) => match v.kind {
+            cooldown::VerdictKind::Lockout => "lockout",
+            _ => "cooldown",
+        },
+    };
+    let bc_exists = bc_path.is_file();
     StatusSnapshot {
+        panic_cooldown: verdict.as_ref().map(|v| PanicCooldown {
+            exit_code: v.exit_code,
+            reason: v.reason.clone(),
+            recent_panics_24h: v.recent_panics_24h,
+            recent_panics_72h: v.recent_panics_72h,
+            cooldown_until: v.cooldown_until,
+        }),
+        panics_window_hours: 72,
+        panics_count: recent.len(),
+        panics: recent.clone(),
+        recent_panics: recent,
+        health,
+        mlx_lock: lock.record.clone().filter(|_| lock.held),
+        memory: Unavailable {
+            available: false,
+            reason: "the CLI runs outside any MLX process; a guarded process reports its own in its breadcrumbs (GUARD_SUMMARY)",
+        },
+        kv_monitor: KvMonitor {
+            running: false,
+            active_requests: Vec::new(),
+        },
+        breadcrumb_path: bc_path.clone(),
+        breadcrumb_tail: last.clone(),
+        breadcrumb: BreadcrumbSection {
+            path: bc_exists.then(|| bc_path.clone()),
+            lines: last.clone(),
+        },
         schema_version: SCHEMA_VERSION,
         captured_at: now,
         version: env!("CARGO_PKG_VERSION"),

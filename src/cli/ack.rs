@@ -8,7 +8,7 @@ use metal_guard_core::timefmt;
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 
-pub fn run(_args: Args) -> CommandResult {
+pub fn run(_args: Args, output: super::shared_args::JsonOutput) -> CommandResult {
     let now = time::OffsetDateTime::now_utc();
     let path = ack::ack_path();
     match ack::write_ack(&path, now) {
@@ -25,11 +25,30 @@ pub fn run(_args: Args) -> CommandResult {
             .hint("check that your home directory is writable"));
         }
     }
+    let verdict = cooldown::current_verdict(&forensics::report_dirs(&[]));
+    if output.json {
+        // The Python tool's keys (`ack_path`, `status`), then ours.
+        let gate = match &verdict {
+            Ok(v) => serde_json::json!({"exit_code": v.exit_code, "reason": v.reason}),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        };
+        let body = serde_json::json!({
+            "ack_path": path.to_string_lossy(),
+            "status": "touched",
+            "acknowledged_at": timefmt::iso(now),
+            "gate": gate,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).expect("JSON serializes")
+        );
+        return Ok(Outcome::Proceed);
+    }
     println!(
         "Lockout acknowledged at {} (valid 24 h, for the panics seen so far).",
         timefmt::human(now)
     );
-    match cooldown::current_verdict(&forensics::report_dirs(&[])) {
+    match verdict {
         Ok(v) if v.allows_run() => println!("The gate now says: proceed."),
         Ok(v) => println!(
             "The gate still says: {}{}",

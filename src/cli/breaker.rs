@@ -2,7 +2,7 @@
 //! (2 panics within 3600 s trip a 3600 s cooldown).
 
 use super::outcome::{CommandError, CommandResult, Outcome};
-use super::shared_args::ReportFolders;
+use super::shared_args::{JsonOutput, ReportFolders};
 use metal_guard_core::gates::breaker::{self, BreakerPolicy};
 use metal_guard_core::gates::cooldown;
 use metal_guard_core::timefmt;
@@ -11,9 +11,6 @@ use metal_guard_core::timefmt;
 pub struct Args {
     #[command(subcommand)]
     pub action: Option<Action>,
-    /// Print the breaker state as JSON (keys: tripped, panic_count, window_sec, threshold, cooldown_sec, cooldown_until).
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 #[derive(clap::Subcommand, Debug, Clone, Copy)]
@@ -24,7 +21,7 @@ pub enum Action {
     Clear,
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     let path = breaker::breaker_path();
     match args.action.unwrap_or(Action::Status) {
         Action::Clear => {
@@ -46,7 +43,7 @@ pub fn run(args: Args) -> CommandResult {
             Ok(v) => {
                 v.warnings.emit();
                 let b = &v.breaker;
-                if args.json {
+                if output.json {
                     println!(
                         "{}",
                         serde_json::to_string_pretty(b).expect("breaker serializes")

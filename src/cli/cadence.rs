@@ -18,10 +18,6 @@ pub struct Args {
     /// Seconds between loads of different models (default: METALGUARD_CROSS_MODEL_INTERVAL, else off).
     #[arg(long, value_name = "S")]
     pub cross_model_interval: Option<f64>,
-    /// JSON keys: decision (clear | too_soon), marked_at, wait_sec,
-    /// blocking_model, last_load, rule, model_id, exit_code.
-    #[command(flatten)]
-    pub output: JsonOutput,
 }
 
 /// Seconds as nanoseconds.
@@ -35,7 +31,7 @@ fn seconds(flag: &str, v: f64) -> Result<u64, CommandError> {
     }
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     // The guard's own reading of the cadence settings; the flags override.
     let (mut policy, warnings) = CadencePolicy::from_lookup(&env_vars::process_env);
     policy.same_model_interval_ns = seconds("--min-interval", args.min_interval)?;
@@ -58,7 +54,7 @@ pub fn run(args: Args) -> CommandResult {
         CadenceDecision::Clear => Outcome::Proceed,
         CadenceDecision::TooSoon { .. } => Outcome::Blocked(None),
     };
-    if args.output.json {
+    if output.json {
         let mut v = check.to_json();
         v["model_id"] = serde_json::json!(args.model_id);
         v["exit_code"] = serde_json::json!(outcome.status());

@@ -26,9 +26,6 @@ pub struct Args {
     /// Only panics from the last HOURS hours (fractions allowed).
     #[arg(long, value_name = "HOURS", value_parser = parse_hours)]
     pub since: Option<f64>,
-    /// JSON keys: reports: [...], skipped: [...].
-    #[command(flatten)]
-    pub output: JsonOutput,
 }
 
 fn parse_hours(value: &str) -> Result<f64, String> {
@@ -61,7 +58,7 @@ struct JsonDocument<'a> {
     skipped: &'a [SkippedFile],
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     let now = OffsetDateTime::now_utc();
     let dirs = args.reports.dirs();
     let since = args.since.map(|h| now - Duration::seconds_f64(h * 3600.0));
@@ -79,7 +76,7 @@ pub fn run(args: Args) -> CommandResult {
     }
     drop(stderr);
 
-    let text = if args.output.json {
+    let text = if output.json {
         json_output(&outcome).map_err(|e| {
             CommandError::failed(format!("cannot produce the JSON output ({e})"))
                 .hint("run without --json to see the reports")

@@ -6,8 +6,9 @@ use metal_guard_core::shell_guard::{self, GuardError, GuardPaths, Shell};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// What to do (default: status, as the Python tool's bare `guard`).
     #[command(subcommand)]
-    pub action: Action,
+    pub action: Option<Action>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -24,15 +25,12 @@ pub enum Action {
         shells: Vec<Shell>,
     },
     /// Show where the guard is installed.
-    Status {
-        #[command(flatten)]
-        output: JsonOutput,
-    },
+    Status,
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     let paths = GuardPaths::from_env();
-    match args.action {
+    match args.action.unwrap_or(Action::Status) {
         Action::Install { shells } => {
             let shells = if shells.is_empty() {
                 vec![Shell::from_env().unwrap_or(Shell::Zsh)]
@@ -119,7 +117,7 @@ pub fn run(args: Args) -> CommandResult {
             }
             Ok(Outcome::finding_if(!damaged.is_empty()))
         }
-        Action::Status { output } => {
+        Action::Status => {
             let s = shell_guard::status(&paths);
             if output.json {
                 println!(

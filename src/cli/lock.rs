@@ -19,10 +19,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 pub enum Action {
     /// Who holds the lock. Exit 0 free, 1 held.
-    Status {
-        #[command(flatten)]
-        output: JsonOutput,
-    },
+    Status,
     /// Take the lock (or exit 2 at once when it is held), run CMD, release.
     /// Exits with CMD's status.
     Run {
@@ -43,10 +40,10 @@ pub enum Action {
     },
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     let paths = LockPaths::from_env();
     match args.action {
-        Action::Status { output } => status(&paths, output.json),
+        Action::Status => status(&paths, output.json),
         Action::Run { label, command } => run_locked(&paths, &label, &command),
         Action::Release { force, grace_sec } => release(&paths, force, grace_sec),
     }

@@ -9,14 +9,17 @@ mod wizard;
 use clap::{Parser, Subcommand};
 
 pub mod ack;
+pub mod breadcrumb;
 pub mod breaker;
 pub mod cadence;
 pub mod guard;
 pub mod lock;
+pub mod mode;
 pub mod models;
 pub mod orphan_scan;
 pub mod outcome;
 pub mod panic_gate;
+pub mod panics;
 pub mod postmortem;
 pub mod selftest;
 pub mod shared_args;
@@ -33,6 +36,9 @@ use std::process::ExitCode;
     after_help = "Run with no command for the first-run wizard.\n\nExit codes: 0 ok/proceed, 1 finding, 2 blocked (cooldown, lockout, too soon), 3 the gate itself failed, 64 bad usage."
 )]
 pub struct Cli {
+    /// `--json`, before or after the subcommand (the Python tool's form).
+    #[command(flatten)]
+    pub output: shared_args::JsonOutput,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -65,6 +71,12 @@ pub enum Command {
     Guard(guard::Args),
     /// Collect the diagnostic bundle after a panic (sets the panic sentinel when it finds one).
     Postmortem(postmortem::Args),
+    /// The IOGPU panics of the window (--since-hours, default 72), each once.
+    Panics(panics::Args),
+    /// The guard's mode (METALGUARD_MODE: defensive or observer).
+    Mode(mode::Args),
+    /// The end of the breadcrumb logs (-n LINES, default 20).
+    Breadcrumb(breadcrumb::Args),
     /// Prove the guard works here: run a tiny MLX program through the launcher and check every hook.
     Selftest(selftest::Args),
 }
@@ -81,21 +93,25 @@ pub fn run() -> ExitCode {
             };
         }
     };
+    let output = cli.output;
     outcome::finish(match cli.command {
         None => wizard::run(),
-        Some(Command::Diagnose(args)) => diagnose::run(args),
+        Some(Command::Diagnose(args)) => diagnose::run(args, output),
         Some(Command::Run(args)) => run::run(args),
-        Some(Command::PanicGate(a)) => panic_gate::run(a),
-        Some(Command::Ack(a)) => ack::run(a),
-        Some(Command::Breaker(a)) => breaker::run(a),
-        Some(Command::Cadence(a)) => cadence::run(a),
-        Some(Command::Lock(a)) => lock::run(a),
-        Some(Command::Models(a)) => models::run(a),
-        Some(Command::Status(a)) => status::run(a),
-        Some(Command::StatusWrite(a)) => status_write::run(a),
-        Some(Command::OrphanScan(a)) => orphan_scan::run(a),
-        Some(Command::Guard(a)) => guard::run(a),
-        Some(Command::Postmortem(a)) => postmortem::run(a),
-        Some(Command::Selftest(a)) => selftest::run(a),
+        Some(Command::PanicGate(a)) => panic_gate::run(a, output),
+        Some(Command::Ack(a)) => ack::run(a, output),
+        Some(Command::Breaker(a)) => breaker::run(a, output),
+        Some(Command::Cadence(a)) => cadence::run(a, output),
+        Some(Command::Lock(a)) => lock::run(a, output),
+        Some(Command::Models(a)) => models::run(a, output),
+        Some(Command::Status(a)) => status::run(a, output),
+        Some(Command::StatusWrite(a)) => status_write::run(a, output),
+        Some(Command::OrphanScan(a)) => orphan_scan::run(a, output),
+        Some(Command::Guard(a)) => guard::run(a, output),
+        Some(Command::Postmortem(a)) => postmortem::run(a, output),
+        Some(Command::Selftest(a)) => selftest::run(a, output),
+        Some(Command::Panics(a)) => panics::run(a, output),
+        Some(Command::Mode(a)) => mode::run(a, output),
+        Some(Command::Breadcrumb(a)) => breadcrumb::run(a, output),
     })
 }

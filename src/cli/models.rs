@@ -15,13 +15,9 @@ pub struct Args {
     /// MLX_SAFE_PYTHON_BIN, else python3 on PATH). It is not run.
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// JSON keys: model, models, failure_modes, installed, advisories,
-    /// registry_updated, exit_code.
-    #[command(flatten)]
-    pub output: JsonOutput,
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     let reg = registry::registry();
     let pkgs = installed::installed_packages(args.python.as_deref(), &registry::WATCHED_PACKAGES);
     let advisories = registry::check_advisories(&reg, &pkgs.versions);
@@ -31,7 +27,7 @@ pub fn run(args: Args) -> CommandResult {
         Some((_, Some(_))) => Outcome::Finding,
         _ => Outcome::Proceed,
     };
-    if args.output.json {
+    if output.json {
         let body = serde_json::json!({
             "model": entry.map(|(id, m)| serde_json::json!({"id": id, "known": m})),
             "models": if args.model_id.is_none() { serde_json::to_value(&reg.models).ok() } else { None },

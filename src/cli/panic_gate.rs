@@ -9,20 +9,16 @@ use metal_guard_core::timefmt;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// JSON keys: exit_code, reason, recent_panics_24h, recent_panics_72h,
-    /// cooldown_until, and more.
-    #[command(flatten)]
-    pub output: JsonOutput,
     #[command(flatten)]
     pub reports: ReportFolders,
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     let dirs = args.reports.dirs();
     match cooldown::current_verdict(&dirs) {
         Ok(v) => {
             v.warnings.emit();
-            if args.output.json {
+            if output.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&v).expect("verdict serializes")
@@ -38,7 +34,7 @@ pub fn run(args: Args) -> CommandResult {
         }
         Err(e) => {
             let error = CommandError::failed(format!("gate failed: {e}"));
-            if args.output.json {
+            if output.json {
                 let body = serde_json::json!({
                     "exit_code": exit_status::COULD_NOT_ANSWER,
                     "reason": format!("gate failed: {e}"),

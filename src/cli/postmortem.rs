@@ -15,12 +15,9 @@ pub struct Args {
     /// How far back to look for panic reports, hours.
     #[arg(long, default_value_t = 72)]
     pub hours: u32,
-    /// JSON: the bundle's summary (dir, iogpu_panics_found, reports_copied, sentinel_until, warnings).
-    #[command(flatten)]
-    pub output: JsonOutput,
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
     if env_vars::flag(&env_vars::process_env, "METALGUARD_POSTMORTEM_DISABLED") {
         println!("postmortem disabled by METALGUARD_POSTMORTEM_DISABLED; nothing written");
         return Ok(Outcome::Proceed);
@@ -37,7 +34,7 @@ pub fn run(args: Args) -> CommandResult {
             for w in &s.warnings {
                 eprintln!("metal-guard: warning: {w}");
             }
-            if args.output.json {
+            if output.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&s).expect("summary serializes")

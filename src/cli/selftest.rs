@@ -55,9 +55,6 @@ pub struct Args {
     /// The Python interpreter to test (default: what mlx-safe-python would choose).
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
     /// Keep the temporary folder (program, output, breadcrumbs) and print where it is.
     #[arg(long)]
     pub keep: bool,
@@ -80,7 +77,7 @@ fn could_not_run(message: &str) -> CommandResult {
     Err(CommandError::failed(format!("selftest: {message}")))
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: super::shared_args::JsonOutput) -> CommandResult {
     let launcher = match launcher_path() {
         Ok(p) => p,
         Err(message) => return could_not_run(&message),
@@ -160,7 +157,7 @@ pub fn run(args: Args) -> CommandResult {
     };
 
     let report = judge(&outcome, &driver, &args, &launcher, notes, kept.as_deref());
-    let text = if args.json {
+    let text = if output.json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => text + "\n",
             Err(e) => return could_not_run(&format!("cannot write the JSON report: {e}")),

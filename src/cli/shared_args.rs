@@ -26,7 +26,7 @@ impl ReportFolders {
 /// `--json`: print one JSON document instead of text.
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct JsonOutput {
-    /// Print one JSON document instead of text (its keys are listed in the command's help).
-    #[arg(long)]
+    /// Print one JSON document instead of text (before or after the command).
+    #[arg(long, global = true)]
     pub json: bool,
 }

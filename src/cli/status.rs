@@ -10,9 +10,6 @@ use metal_guard_core::timefmt;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// JSON: the snapshot, the same document status-write writes.
-    #[command(flatten)]
-    pub output: JsonOutput,
     #[command(flatten)]
     pub reports: ReportFolders,
     /// How many breadcrumb lines to show.
@@ -20,24 +17,35 @@ pub struct Args {
     pub breadcrumbs: usize,
 }
 
-pub fn run(args: Args) -> CommandResult {
-    let snap = status::capture(&args.reports.dirs(), args.breadcrumbs);
-    if args.output.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&snap).expect("the snapshot serializes")
-        );
-    } else {
-        snap.warnings.emit();
-        print!("{}", human(&snap));
-    }
-    // The exit status follows the verdict; a gate that failed is status 3
-    // after the snapshot was shown (its error is in the snapshot).
-    Ok(match snap.exit_code {
+/// The status document on stdout (also what the Python tool's `panics`,
+/// `mode` and `breadcrumb` print with `--json`).
+pub fn print_json(reports: &ReportFolders, breadcrumb_lines: usize) -> CommandResult {
+    let snap = status::capture(&reports.dirs(), breadcrumb_lines);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&snap).expect("the snapshot serializes")
+    );
+    Ok(verdict_outcome(snap.exit_code))
+}
+
+fn verdict_outcome(exit_code: u8) -> Outcome {
+    match exit_code {
         exit_status::SUCCESS => Outcome::Proceed,
         exit_status::GATE_BLOCKED => Outcome::Blocked(None),
         other => Outcome::External(other),
-    })
+    }
+}
+
+pub fn run(args: Args, output: JsonOutput) -> CommandResult {
+    if output.json {
+        return print_json(&args.reports, args.breadcrumbs);
+    }
+    let snap = status::capture(&args.reports.dirs(), args.breadcrumbs);
+    snap.warnings.emit();
+    print!("{}", human(&snap));
+    // The exit status follows the verdict; a gate that failed is status 3
+    // after the snapshot was shown (its error is in the snapshot).
+    Ok(verdict_outcome(snap.exit_code))
 }
 
 fn gib(bytes: u64) -> String {
@@ -55,7 +63,7 @@ pub fn human(s: &StatusSnapshot) -> String {
         (None, _) => "GATE FAILED".to_string(),
     };
     out.push_str(&format!("metal-guard {}  {headline}\n", s.version));
-    out.push_str(&format!("  mode         {}\n", s.mode));
+    out.push_str(&format!("  mode         {}\n", s.mode.current));
     match (&s.verdict, &s.gate_error) {
         (Some(v), _) => {
             out.push_str(&format!("  gate         {}\n", v.reason));

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Write one snapshot and exit (the default when --interval is not given).
-    #[arg(long, conflicts_with = "interval")]
+    /// Write one snapshot and exit (wins over --interval, as in the Python tool).
+    #[arg(long)]
     pub once: bool,
-    /// Write a snapshot every N seconds until SIGTERM or SIGINT.
+    /// Write a snapshot every N seconds until SIGTERM or SIGINT (default 30:
+    /// without --once this is a daemon, as the Python tool's `status-write`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub interval: Option<u64>,
     /// Where to write (default ~/.cache/metal-guard/status.json).
@@ -23,6 +24,9 @@ pub struct Args {
     #[command(flatten)]
     pub reports: ReportFolders,
 }
+
+/// The daemon's interval when none is given (the Python tool's).
+const DEFAULT_INTERVAL_SEC: u64 = 30;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -47,14 +51,27 @@ fn write_once(path: &std::path::Path, dirs: &[PathBuf]) -> Result<(), CommandErr
     }
 }
 
-pub fn run(args: Args) -> CommandResult {
+pub fn run(args: Args, output: super::shared_args::JsonOutput) -> CommandResult {
     let path = args.out.unwrap_or_else(status::status_path);
     let dirs = args.reports.dirs();
-    let Some(interval) = args.interval else {
-        write_once(&path, &dirs)?;
-        println!("wrote {}", path.display());
-        return Ok(Outcome::Proceed);
+    let say = |mode: &str| {
+        if output.json {
+            let body = serde_json::json!({"out": path.to_string_lossy(), "mode": mode});
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).expect("JSON serializes")
+            );
+        }
     };
+    if args.once {
+        write_once(&path, &dirs)?;
+        say("once");
+        if !output.json {
+            println!("wrote {}", path.display());
+        }
+        return Ok(Outcome::Proceed);
+    }
+    let interval = args.interval.unwrap_or(DEFAULT_INTERVAL_SEC);
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic.
         unsafe {
@@ -64,6 +81,10 @@ pub fn run(args: Args) -> CommandResult {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+    // A path that cannot be written (a directory, a missing permission) is
+    // said at once and ends the daemon; later failures are retried.
+    write_once(&path, &dirs)?;
+    say("daemon");
     eprintln!(
         "metal-guard: writing {} every {interval} s (stop with SIGTERM or Ctrl-C)",
         path.display()
@@ -71,11 +92,15 @@ pub fn run(args: Args) -> CommandResult {
     // A daemon reports each failed write and keeps going; it ends with the
     // last write's result.
     let mut last = Ok(());
+    let mut first = true;
     while !STOP.load(Ordering::SeqCst) {
-        last = write_once(&path, &dirs);
-        if let Err(e) = &last {
-            eprintln!("{}", e.message());
+        if !first {
+            last = write_once(&path, &dirs);
+            if let Err(e) = &last {
+                eprintln!("{}", e.message());
+            }
         }
+        first = false;
         let next = Instant::now() + Duration::from_secs(interval);
         while Instant::now() < next && !STOP.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(100));

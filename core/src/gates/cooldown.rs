@@ -180,10 +180,7 @@ pub fn evaluate_cooldown(inputs: &CooldownInputs, now: OffsetDateTime) -> Cooldo
         }
         events.push(e);
     }
-    events.sort_by(|a, b| a.time.cmp(&b.time).then(a.signature.cmp(&b.signature)));
-    events.dedup_by(|b, a| {
-        (b.time - a.time).abs() <= Duration::seconds(2) && a.signature == b.signature
-    });
+    panic_sources::dedup_panics(&mut events);
     let times: Vec<OffsetDateTime> = events.iter().map(|e| e.time).collect();
 
     let within = |span: Duration| times.iter().filter(|&&t| t >= now - span).count();

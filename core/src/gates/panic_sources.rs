@@ -144,3 +144,28 @@ pub fn ledger_since(
         })
         .collect()
 }
+
+/// The same panic seen twice (its report and its ledger record, or a report
+/// Apple moved into `Retired/`): same signature within 2 s. Sorts oldest
+/// first and keeps one of each.
+pub fn dedup_panics(events: &mut Vec<PanicEvent>) {
+    events.sort_by(|a, b| a.time.cmp(&b.time).then(a.signature.cmp(&b.signature)));
+    events.dedup_by(|b, a| {
+        (b.time - a.time).abs() <= time::Duration::seconds(2) && a.signature == b.signature
+    });
+}
+
+/// Every IOGPU panic since `since`: reports and ledger merged, each once,
+/// oldest first (what `metal-guard panics` lists).
+pub fn panics_since(
+    dirs: &[PathBuf],
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+    ledger: &Path,
+    warnings: &mut Warnings,
+) -> Result<Vec<PanicEvent>, GateError> {
+    let mut events = reports_since(dirs, since, now, ledger, warnings)?;
+    events.extend(ledger_since(ledger, since, warnings));
+    dedup_panics(&mut events);
+    Ok(events)
+}
