@@ -44,9 +44,9 @@ pub(crate) fn on_devices_copied(array: Id) {
         let Some(rt) = ObjcRuntime::get() else {
             return;
         };
-        let count = hooks::send_u64(rt, array, c"count").unwrap_or(0);
+        let count = crate::objc_messages::send_u64(rt, array, c"count").unwrap_or(0);
         for i in 0..count.min(64) {
-            let device = hooks::object_at_index(rt, array, i);
+            let device = crate::objc_messages::object_at_index(rt, array, i);
             if !device.is_null() {
                 hook_device(device);
             }
@@ -70,16 +70,17 @@ fn hook_device(device: Id) {
 
 fn first_device(guard: &'static Guard, rt: &ObjcRuntime, device: Id) {
     quiet_panic_messages();
-    if guard.config.gate_enabled {
+    if guard.config().gate_enabled {
         apply_gate(guard);
     }
-    let _ = guard.sink.start_writer(WRITER_TICK, move || guard.tick());
-    for w in &guard.config.warnings {
+    let _ = guard.sink().start_writer(WRITER_TICK, move || guard.tick());
+    for w in &guard.config().warnings {
         eprintln!("metal-guard: {w}");
     }
-    let working_set = hooks::send_u64(rt, device, c"recommendedMaxWorkingSetSize").unwrap_or(0);
+    let working_set =
+        crate::objc_messages::send_u64(rt, device, c"recommendedMaxWorkingSetSize").unwrap_or(0);
     guard.set_working_set(working_set);
-    guard.sink.write_now(
+    guard.sink().write_now(
         "GUARD_ACTIVE",
         guard.mode_name(),
         &[
@@ -87,22 +88,22 @@ fn first_device(guard: &'static Guard, rt: &ObjcRuntime, device: Id) {
             ("device_class", rt.class_name(rt.class_of(device))),
             (
                 "residency",
-                format!("{:?}", guard.config.residency).to_lowercase(),
+                format!("{:?}", guard.config().residency).to_lowercase(),
             ),
-            ("retain", guard.config.retain_references.to_string()),
+            ("retain", guard.config().retain_references.to_string()),
             (
                 "cadence",
-                format!("{:?}", guard.config.cadence.mode).to_lowercase(),
+                format!("{:?}", guard.config().cadence.mode).to_lowercase(),
             ),
             (
                 "exit_drain_ms",
                 guard
-                    .config
+                    .config()
                     .exit_drain
                     .map_or(0, |d| d.as_millis())
                     .to_string(),
             ),
-            ("config_warnings", guard.config.warnings.len().to_string()),
+            ("config_warnings", guard.config().warnings.len().to_string()),
         ],
         false,
     );
@@ -131,12 +132,12 @@ fn apply_gate(guard: &Guard) {
         GateOutcome::Failed(e) => {
             eprintln!("metal-guard: the cooldown gate could not decide ({e}); continuing.");
             guard
-                .sink
+                .sink()
                 .write_now("GUARD_GATE", "failed_open", &[("error", e)], true);
         }
         GateOutcome::Overridden { reason, by } => {
             eprintln!("metal-guard: warning: {reason}; running anyway because {by}.");
-            guard.sink.write_now(
+            guard.sink().write_now(
                 "GUARD_GATE",
                 "overridden",
                 &[("reason", reason), ("by", by.to_string())],
@@ -157,7 +158,7 @@ fn apply_gate(guard: &Guard) {
                     "Observer mode: continuing."
                 }
             );
-            guard.sink.write_now(
+            guard.sink().write_now(
                 "GUARD_GATE",
                 if acts {
                     "blocked_exit_10"
@@ -174,5 +175,5 @@ fn apply_gate(guard: &Guard) {
             }
         }
     }
-    guard.sink.post(Event::new("GUARD_GATE", "checked"));
+    guard.sink().post(Event::new("GUARD_GATE", "checked"));
 }

@@ -32,14 +32,14 @@ fn drain() {
     let Some(guard) = guard() else {
         return;
     };
-    let in_flight = guard.watermark.in_flight();
-    let pending = guard.reaper.pending();
-    if let Some(limit) = guard.config.exit_drain {
+    let in_flight = guard.in_flight();
+    let pending = guard.pending_removals();
+    if let Some(limit) = guard.config().exit_drain {
         if in_flight > 0 || pending > 0 {
             // Observer mode must not change the outcome, and an fsync here
             // would give in-flight work the time to finish: log, no sync.
             let durable = guard.acts();
-            guard.sink.write_now(
+            guard.sink().write_now(
                 metal_guard_core::breadcrumbs::TAG_PRE,
                 "exit_drain",
                 &[
@@ -53,22 +53,20 @@ fn drain() {
             let start = Instant::now();
             let mut removed = 0;
             if guard.acts() {
-                while guard.watermark.in_flight() > 0 && start.elapsed() < limit {
+                while guard.in_flight() > 0 && start.elapsed() < limit {
                     std::thread::sleep(Duration::from_micros(500));
                 }
                 let left = limit.saturating_sub(start.elapsed());
-                removed = guard
-                    .reaper
-                    .run_batch(guard, left.max(Duration::from_millis(1)), true);
+                removed = guard.run_removal_batch(left.max(Duration::from_millis(1)), true);
             }
-            let remaining = guard.watermark.in_flight();
+            let remaining = guard.in_flight();
             if remaining > 0 && guard.acts() {
                 eprintln!(
                     "metal-guard: {remaining} GPU command buffer(s) still running after waiting {} ms at exit; continuing teardown (METALGUARD_EXIT_DRAIN_S sets the wait).",
                     limit.as_millis()
                 );
             }
-            guard.sink.write_now(
+            guard.sink().write_now(
                 metal_guard_core::breadcrumbs::TAG_POST,
                 "exit_drain",
                 &[
@@ -91,7 +89,7 @@ fn drain() {
             );
         }
     }
-    guard.sink.flush_queued();
+    guard.sink().flush_queued();
     guard.close_sections_at_exit();
     guard.write_summary();
 }

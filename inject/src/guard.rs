@@ -6,12 +6,12 @@ use crate::breadcrumb_sink::{BreadcrumbSink, Event};
 use crate::command_buffer_table::CommandBufferTable;
 use crate::cross_process_cadence;
 use crate::depth;
-use crate::reaper::Reaper;
+use crate::reaper::{Reaper, Removal, RemovalContext};
 use metal_guard_core::engine::cadence::{
     decide, is_unload, BurstDetector, CadenceDecision, CadenceMode,
 };
 use metal_guard_core::engine::ceiling::{CeilingVerdict, SizeCeiling};
-use metal_guard_core::engine::commit_gate::CommitGate;
+use metal_guard_core::engine::commit_gate::{CommitGate, CommitPass};
 use metal_guard_core::engine::config::{GuardConfig, Mode, TestFault};
 use metal_guard_core::engine::ledger::AllocationLedger;
 use metal_guard_core::engine::watermark::CommandBufferWatermark;
@@ -48,7 +48,19 @@ pub struct Stats {
     pub release_bursts: AtomicU64,
     pub hook_faults: AtomicU64,
     pub waits: AtomicU64,
+    /// Removals the ring had no room for (performed synchronously instead).
+    pub removal_ring_full: AtomicU64,
+    /// Residency calls that went on without waiting out a reaper batch
+    /// (it held the residency gate past `RESIDENCY_GATE_WAIT`).
+    pub residency_gate_timeouts: AtomicU64,
 }
+
+/// Longest an application residency call waits while the reaper performs a
+/// batch before it goes on anyway (fail open).
+pub const RESIDENCY_GATE_WAIT: Duration = Duration::from_millis(100);
+/// Longest a removal the ring had no room for waits for the command buffers
+/// committed before it, on the application's thread, before it is performed.
+pub const FULL_RING_WAIT: Duration = Duration::from_millis(100);
 
 /// What an allocation hook does with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +73,11 @@ pub enum AllocDecision {
 const NONE: u64 = u64::MAX;
 
 pub struct Guard {
-    pub config: GuardConfig,
-    pub ledger: AllocationLedger,
+    config: GuardConfig,
+    /// `config.model_id` or `"unknown"`, leaked once: breadcrumb events
+    /// carry it without allocating.
+    model_name: &'static str,
+    ledger: AllocationLedger,
     max_single: AtomicU64,
     budget: AtomicU64,
     load_bursts: BurstDetector,
@@ -86,12 +101,15 @@ pub struct Guard {
     live_high_water: AtomicU64,
     /// Cadence stalls in progress (the load section stays open meanwhile).
     stalling: AtomicU64,
-    pub watermark: CommandBufferWatermark,
-    pub commit_gate: CommitGate,
-    pub command_buffers: CommandBufferTable,
-    pub sink: BreadcrumbSink,
-    pub stats: Stats,
-    pub reaper: Reaper,
+    watermark: CommandBufferWatermark,
+    commit_gate: CommitGate,
+    /// Closed by the reaper while it performs removals; the application's
+    /// residency calls hold a pass for the length of their original call.
+    residency_gate: CommitGate,
+    command_buffers: CommandBufferTable,
+    sink: BreadcrumbSink,
+    stats: Stats,
+    reaper: Reaper,
     epoch: Instant,
     first_fault_reported: AtomicBool,
 }
@@ -99,7 +117,15 @@ pub struct Guard {
 impl Guard {
     pub(crate) fn new(config: GuardConfig) -> Self {
         let sink = BreadcrumbSink::new(config.breadcrumb_path.clone(), config.breadcrumb_max_bytes);
+        let model_name: &'static str = Box::leak(
+            config
+                .model_id
+                .clone()
+                .unwrap_or_else(|| "unknown".into())
+                .into_boxed_str(),
+        );
         Guard {
+            model_name,
             ledger: AllocationLedger::new(),
             max_single: AtomicU64::new(NONE),
             budget: AtomicU64::new(NONE),
@@ -115,6 +141,7 @@ impl Guard {
             stalling: AtomicU64::new(0),
             watermark: CommandBufferWatermark::new(),
             commit_gate: CommitGate::new(),
+            residency_gate: CommitGate::new(),
             command_buffers: CommandBufferTable::new(),
             sink,
             stats: Stats::default(),
@@ -123,6 +150,162 @@ impl Guard {
             first_fault_reported: AtomicBool::new(false),
             config,
         }
+    }
+
+    /// The configuration read at load.
+    #[inline]
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The counters of the summary line.
+    #[inline]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The breadcrumb log.
+    #[inline]
+    pub fn sink(&self) -> &BreadcrumbSink {
+        &self.sink
+    }
+
+    /// Hands a breadcrumb to the writer thread (never blocks).
+    #[inline]
+    pub fn post(&self, event: Event) {
+        self.sink.post(event);
+    }
+
+    /// The allocation ledger.
+    #[inline]
+    pub fn ledger(&self) -> &AllocationLedger {
+        &self.ledger
+    }
+
+    /// Command buffers committed and not yet completed.
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.watermark.in_flight()
+    }
+
+    /// A new command buffer: tracked for its completion (`false`: table full).
+    #[inline]
+    pub fn track_command_buffer(&self, cb: usize) -> bool {
+        self.command_buffers.register(cb)
+    }
+
+    /// Before the original `commit` of command buffer `cb`: a pass through
+    /// the commit gate (none from a completion thread, which must never
+    /// wait), and its sequence number if it is tracked. The pass is an
+    /// atomic count, not a lock: it only makes the reaper wait for this
+    /// commit to return.
+    #[inline]
+    pub fn begin_commit(&self, cb: usize, from_completion_thread: bool) -> Option<CommitPass<'_>> {
+        let pass = (!from_completion_thread).then(|| self.commit_gate.enter());
+        if self.command_buffers.is_tracked(cb) {
+            let seq = self.watermark.begin_commit();
+            self.command_buffers.set_seq(cb, seq);
+            self.stats.commits_tracked.fetch_add(1, Relaxed);
+        }
+        pass
+    }
+
+    /// Our completion handler ran for `cb`.
+    #[inline]
+    pub fn on_command_buffer_completed(&'static self, cb: usize) {
+        if let Some(seq) = self.command_buffers.complete(cb) {
+            self.watermark.complete(seq, self.now_ns());
+            self.stats.completions.fetch_add(1, Relaxed);
+            if self.reaper.pending() > 0 {
+                self.wake_reaper();
+            }
+        }
+    }
+
+    /// The sequence number of the last command buffer committed: the tag of
+    /// a removal requested now.
+    #[inline]
+    pub fn last_committed(&self) -> u64 {
+        self.watermark.last_committed()
+    }
+
+    /// Held by an application residency call (`defer` mode) across its
+    /// original call: the reaper performs removals only while no such call
+    /// is in progress. Waits at most [`RESIDENCY_GATE_WAIT`] while a batch
+    /// runs, then goes on without a pass (counted).
+    #[inline]
+    pub fn enter_residency_call(&self) -> Option<CommitPass<'_>> {
+        let pass = self.residency_gate.enter_within(RESIDENCY_GATE_WAIT);
+        if pass.is_none() {
+            self.stats.residency_gate_timeouts.fetch_add(1, Relaxed);
+        }
+        pass
+    }
+
+    /// Queues a deferred removal (lock-free) and wakes the reaper; `Err`
+    /// hands it back when the ring is full (counted).
+    #[inline]
+    pub fn defer_removal(&'static self, removal: Removal) -> Result<(), Removal> {
+        match self.reaper.defer(removal) {
+            Ok(()) => {
+                self.stats.deferred_removals.fetch_add(1, Relaxed);
+                self.wake_reaper();
+                Ok(())
+            }
+            Err(r) => {
+                self.stats.removal_ring_full.fetch_add(1, Relaxed);
+                Err(r)
+            }
+        }
+    }
+
+    /// Takes back the queued removal of `allocation` from `set`, if any.
+    #[inline]
+    pub fn cancel_removal(&self, set: usize, allocation: usize) -> Option<Removal> {
+        self.reaper.cancel(set, allocation)
+    }
+
+    /// Removals waiting for the reaper.
+    #[inline]
+    pub fn pending_removals(&self) -> u64 {
+        self.reaper.pending()
+    }
+
+    /// Waits (at most `limit`, never on a completion thread) until every
+    /// command buffer committed up to `tag` has completed; whether it has.
+    #[cold]
+    pub fn wait_for_completion_through(&self, tag: u64, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.watermark.completed_through() < tag {
+            if depth::is_completion_thread() || std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    #[inline]
+    fn wake_reaper(&'static self) {
+        self.reaper.wake(self.removal_context());
+    }
+
+    fn removal_context(&self) -> RemovalContext<'_> {
+        RemovalContext {
+            watermark: &self.watermark,
+            commit_gate: &self.commit_gate,
+            residency_gate: &self.residency_gate,
+            sink: &self.sink,
+            removal_batches: &self.stats.removal_batches,
+            grace_ns: self.config.residency_grace.as_nanos() as u64,
+            max_defer_ns: self.config.residency_max_defer.as_nanos() as u64,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Performs the queued removals now (exit drain), bounded by `limit`.
+    pub fn run_removal_batch(&self, limit: Duration, force: bool) -> usize {
+        self.reaper.run_batch(&self.removal_context(), limit, force)
     }
 
     /// Monotonic nanoseconds since the guard was created.

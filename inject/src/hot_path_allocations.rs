@@ -58,7 +58,7 @@ fn test_guard() -> &'static Guard {
 
 /// One round of everything a guarded allocate/bind/commit/complete/free
 /// cycle does in the hooks, with nothing to report.
-fn round(guard: &Guard, cb: usize) {
+fn round(guard: &'static Guard, cb: usize) {
     let d = DepthGuard::enter(HookFamily::Allocation);
     assert!(d.outermost());
     for bytes in [4096u64, 64 << 20] {
@@ -72,22 +72,14 @@ fn round(guard: &Guard, cb: usize) {
     }
     drop(d);
     // Creation (the handler itself is a driver-side Block_copy refcount).
-    assert!(guard.command_buffers.register(cb));
+    assert!(guard.track_command_buffer(cb));
     // Commit.
     let c = DepthGuard::enter(HookFamily::Commit);
-    let pass = policy(guard, "commit", || {
-        let pass = guard.commit_gate.enter();
-        if guard.command_buffers.is_tracked(cb) {
-            let seq = guard.watermark.begin_commit();
-            guard.command_buffers.set_seq(cb, seq);
-        }
-        pass
-    });
+    let pass = policy(guard, "commit", || guard.begin_commit(cb, false));
     drop(pass);
     drop(c);
     // Completion.
-    let seq = guard.command_buffers.complete(cb).expect("tracked");
-    guard.watermark.complete(seq, guard.now_ns());
+    guard.on_command_buffer_completed(cb);
     // Frees.
     let f = DepthGuard::enter(HookFamily::Free);
     policy(guard, "dealloc", || guard.on_buffer_freed(4096));
@@ -109,8 +101,8 @@ fn hot_path_makes_no_heap_allocation() {
         0,
         "heap allocations on the hot path"
     );
-    assert_eq!(guard.watermark.in_flight(), 0);
-    assert_eq!(guard.ledger.snapshot().live_bytes, 0);
+    assert_eq!(guard.in_flight(), 0);
+    assert_eq!(guard.ledger().snapshot().live_bytes, 0);
 }
 
 #[test]

@@ -25,8 +25,10 @@ mod hooks;
 mod hot_path_allocations;
 #[cfg(target_os = "linux")]
 mod ld_preload;
+mod objc_messages;
 mod objc_runtime;
 mod reaper;
+mod removal_ring;
 mod symbol_lookup;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

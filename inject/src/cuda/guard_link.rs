@@ -178,14 +178,14 @@ pub fn freed(freed: Option<(MemoryKind, u64)>) {
 #[inline]
 pub fn commit_queued() {
     if let Some(g) = guard() {
-        g.stats.commits_tracked.fetch_add(1, Ordering::Relaxed);
+        g.stats().commits_tracked.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 #[inline]
 pub fn commit_completed() {
     if let Some(g) = guard() {
-        g.stats.completions.fetch_add(1, Ordering::Relaxed);
+        g.stats().completions.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -203,12 +203,12 @@ pub fn chain_active(path: ChainPath) -> bool {
     }
     if before == 0 {
         crate::device_entry::quiet_panic_messages();
-        let _ = g.sink.start_writer(WRITER_TICK, move || g.tick());
-        for w in &g.config.warnings {
+        let _ = g.sink().start_writer(WRITER_TICK, move || g.tick());
+        for w in &g.config().warnings {
             eprintln!("metal-guard: {w}");
         }
     }
-    g.sink.write_now(
+    g.sink().write_now(
         "GUARD_HOOKED",
         path.describe(),
         &[
@@ -233,7 +233,7 @@ pub fn hook_panicked(hook: &'static str) {
 /// function was used instead (fail-open), e.g. a second driver.
 pub fn failed_open(what: &str) {
     if let Some(g) = guard() {
-        g.sink
+        g.sink()
             .write_now("GUARD_NOTE", what, &[("backend", "cuda".to_string())], true);
     }
 }
@@ -259,8 +259,8 @@ pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCo
     };
     let pending = in_flight();
     let mut outcome = "none";
-    if let (true, Some(limit)) = (pending > 0, g.config.exit_drain) {
-        g.sink.write_durable(
+    if let (true, Some(limit)) = (pending > 0, g.config().exit_drain) {
+        g.sink().write_durable(
             TAG_PRE,
             "exit_drain",
             &[
@@ -288,7 +288,7 @@ pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCo
             );
             "timed_out"
         };
-        g.sink.write_durable(
+        g.sink().write_durable(
             TAG_POST,
             "exit_drain",
             &[
@@ -299,10 +299,10 @@ pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCo
             ],
         );
     }
-    g.sink.flush_queued();
+    g.sink().flush_queued();
     g.write_summary();
     let c = counts();
-    g.sink.write_now(
+    g.sink().write_now(
         "CUDA_SUMMARY",
         "process exit",
         &[

@@ -2,10 +2,11 @@
 //! sees frees and the cadence detector sees unload bursts without hooking
 //! `release` (far hotter, and reached through `objc_release` on Apple).
 
-use super::{install_on, original, policy, send_u64_sel, CachedSel};
+use super::{install_on, original, policy};
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
+use crate::objc_messages::{send_u64_sel, CachedSel};
 use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering::*};

@@ -7,11 +7,12 @@
 //! number while holding a pass through the commit gate; our handler marks
 //! that number completed, which advances the teardown watermark.
 
-use super::{install_on, original, policy, CachedSel};
+use super::{install_on, original, policy};
 use crate::completion_block::completion_block;
 use crate::depth::{self, DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
+use crate::objc_messages::CachedSel;
 use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -48,7 +49,7 @@ pub fn on_created(guard: &'static Guard, cb: Id) {
         return;
     };
     let sel = ADD_COMPLETED_HANDLER.get(rt);
-    if !rt.responds(cls, sel) || !guard.command_buffers.register(cb as usize) {
+    if !rt.responds(cls, sel) || !guard.track_command_buffer(cb as usize) {
         return;
     }
     let imp = rt.imp(cls, sel);
@@ -70,13 +71,7 @@ unsafe extern "C-unwind" fn on_completed(_block: *mut c_void, cb: Id) {
             return;
         };
         depth::mark_completion_thread();
-        if let Some(seq) = guard.command_buffers.complete(cb as usize) {
-            guard.watermark.complete(seq, guard.now_ns());
-            guard.stats.completions.fetch_add(1, Relaxed);
-            if guard.reaper.pending() > 0 {
-                guard.reaper.wake(guard);
-            }
-        }
+        guard.on_command_buffer_completed(cb as usize);
     }));
 }
 
@@ -98,13 +93,7 @@ unsafe extern "C-unwind" fn commit(this: Id, cmd: Sel) {
     let pass = policy(guard, "commit", || {
         // A commit from a completion handler never waits at the gate: the
         // completions the reaper waits for would queue behind it.
-        let pass = (!depth::is_completion_thread()).then(|| guard.commit_gate.enter());
-        if guard.command_buffers.is_tracked(this as usize) {
-            let seq = guard.watermark.begin_commit();
-            guard.command_buffers.set_seq(this as usize, seq);
-            guard.stats.commits_tracked.fetch_add(1, Relaxed);
-        }
-        pass
+        guard.begin_commit(this as usize, depth::is_completion_thread())
     });
     // SAFETY: as above. The pass (if any) is an atomic count, not a lock:
     // it only makes the reaper wait for this commit to return.
@@ -125,7 +114,7 @@ unsafe extern "C-unwind" fn wait_until_completed(this: Id, cmd: Sel) {
     let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let _depth = DepthGuard::enter(HookFamily::Wait);
     if let Some(guard) = guard() {
-        guard.stats.waits.fetch_add(1, Relaxed);
+        guard.stats().waits.fetch_add(1, Relaxed);
     }
     // SAFETY: as above.
     unsafe { orig(this, cmd) }

@@ -6,11 +6,12 @@
 //! command buffer gets our completion handler at creation (see
 //! `command_buffer`).
 
-use super::{install_on, original, policy, CachedSel};
+use super::{install_on, original, policy};
 use crate::breadcrumb_sink::Event;
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
+use crate::objc_messages::CachedSel;
 use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -87,13 +88,13 @@ unsafe extern "C-unwind" fn command_buffer_unretained(this: Id, cmd: Sel) -> Id 
     }
     // Lever (a): the retained variant, when this queue class has one.
     let retained_imp = policy(guard, "commandBufferWithUnretainedReferences", || {
-        if !guard.config.retain_references {
+        if !guard.config().retain_references {
             return None;
         }
         let retained = COMMAND_BUFFER.original_for(rt, this);
-        let n = guard.stats.retained_upgrades.fetch_add(1, Relaxed);
+        let n = guard.stats().retained_upgrades.fetch_add(1, Relaxed);
         if n == 0 {
-            guard.sink.post(
+            guard.post(
                 Event::new(
                     "GUARD_RETAIN",
                     if guard.acts() {
