@@ -176,8 +176,8 @@ impl Guard {
         self.sink.post(event);
     }
 
-    /// The allocation ledger.
-    #[inline]
+    /// The allocation ledger (tests).
+    #[cfg(test)]
     pub fn ledger(&self) -> &AllocationLedger {
         &self.ledger
     }
@@ -340,10 +340,8 @@ impl Guard {
         self.stats.hook_faults.fetch_add(1, Relaxed);
         if !self.first_fault_reported.swap(true, Relaxed) {
             // The first one is written durably: it may explain what follows.
-            self.sink.write_durable(
-                "GUARD_FAULT",
-                hook,
-                &[("action", "fell_back_to_original".into())],
+            self.sink.post_durable(
+                Event::new("GUARD_FAULT", hook).with_text("action", "fell_back_to_original"),
             );
         } else {
             self.sink.post(
@@ -483,24 +481,39 @@ impl Guard {
             } => ("live_budget", requested, budget, live),
             CeilingVerdict::Allow => return AllocDecision::Proceed,
         };
-        let fields = [
-            ("bytes", requested.to_string()),
-            ("limit", limit.to_string()),
-            ("live", live.to_string()),
-            ("rule", rule.to_string()),
-            ("selector", selector.to_string()),
-            ("mode", self.mode_name().to_string()),
-        ];
-        self.sink.write_durable(
-            metal_guard_core::breadcrumbs::TAG_PRE,
-            "allocation_refusal",
-            &fields,
+        self.sink.post_durable(
+            Event::new(metal_guard_core::breadcrumbs::TAG_PRE, "allocation_refusal")
+                .with("bytes", requested)
+                .with("limit", limit)
+                .with("live", live)
+                .with_text("rule", rule)
+                .with_text("selector", selector)
+                .with_text("mode", self.mode_name()),
         );
         let action = if self.acts() {
             "returned_nil"
         } else {
             "observed_only"
         };
+        self.report_refusal(requested, rule, limit, live);
+        self.sink.post_durable(
+            Event::new(
+                metal_guard_core::breadcrumbs::TAG_POST,
+                "allocation_refusal",
+            )
+            .with_text("action", action),
+        );
+        if self.acts() {
+            AllocDecision::Refuse
+        } else {
+            AllocDecision::Proceed
+        }
+    }
+
+    /// The refusal on stderr, for the person running the program (cold:
+    /// formats on the heap, as `eprintln!` does).
+    #[cold]
+    fn report_refusal(&self, requested: u64, rule: &str, limit: u64, live: u64) {
         eprintln!(
             "metal-guard: {} a {} byte GPU allocation ({rule} limit {limit} bytes, {live} live); {}",
             if self.acts() { "refused" } else { "would refuse" },
@@ -511,16 +524,6 @@ impl Guard {
                 "observer mode: allocating anyway."
             }
         );
-        self.sink.write_durable(
-            metal_guard_core::breadcrumbs::TAG_POST,
-            "allocation_refusal",
-            &[("action", action.to_string())],
-        );
-        if self.acts() {
-            AllocDecision::Refuse
-        } else {
-            AllocDecision::Proceed
-        }
     }
 
     fn since(&self, stamp: &AtomicU64, now: u64) -> Option<u64> {
@@ -533,22 +536,14 @@ impl Guard {
     fn on_load_start(&self, now: u64) {
         self.stats.loads.fetch_add(1, Relaxed);
         self.first_load_done.store(true, Relaxed);
-        let model = self
-            .config
-            .model_id
-            .clone()
-            .unwrap_or_else(|| "unknown".into());
         // One PRE per open section: a load recognised while the previous
         // one's section is still open (its burst never went quiet) is
         // checked against the cadence but opens nothing new.
         if !self.load_open.swap(true, Relaxed) {
-            self.sink.write_durable(
-                metal_guard_core::breadcrumbs::TAG_PRE,
-                "model_load",
-                &[
-                    ("model", model),
-                    ("live", self.ledger.live_bytes().to_string()),
-                ],
+            self.sink.post_durable(
+                Event::new(metal_guard_core::breadcrumbs::TAG_PRE, "model_load")
+                    .with_text("model", self.model_name)
+                    .with("live", self.ledger.live_bytes()),
             );
         }
         let policy = self.config.cadence;
@@ -664,10 +659,9 @@ impl Guard {
         self.stats.release_bursts.fetch_add(1, Relaxed);
         self.reload_pending.store(true, Relaxed);
         if !self.unload_open.swap(true, Relaxed) {
-            self.sink.write_durable(
-                metal_guard_core::breadcrumbs::TAG_PRE,
-                "release_burst",
-                &[("live", self.ledger.live_bytes().to_string())],
+            self.sink.post_durable(
+                Event::new(metal_guard_core::breadcrumbs::TAG_PRE, "release_burst")
+                    .with("live", self.ledger.live_bytes()),
             );
         }
     }

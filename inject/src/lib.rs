@@ -15,6 +15,7 @@ pub mod depth;
 mod device_entry;
 #[cfg(target_os = "macos")]
 mod dyld_interpose;
+mod event_queue;
 mod exit_drain;
 pub mod gate_check;
 mod gate_source;

@@ -12,9 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use metal_guard_core::breadcrumbs::{TAG_POST, TAG_PRE};
+use std::time::Duration;
 
 use super::pointer_table::MemoryKind;
 use crate::guard::{guard, AllocDecision};
@@ -246,62 +244,19 @@ pub struct CompletionCounts {
     pub stream_syncs: u64,
 }
 
-/// Exit path: wait (bounded by `METALGUARD_EXIT_DRAIN_S`) until
-/// `in_flight()` is 0, with a PRE/POST pair around the wait, then write the
-/// guard's summary and the CUDA one. Runs once.
-pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCounts) {
-    static DONE: AtomicU8 = AtomicU8::new(0);
-    if DONE.swap(1, Ordering::AcqRel) != 0 {
-        return;
-    }
-    let Some(g) = guard() else {
-        return;
-    };
-    let pending = in_flight();
-    let mut outcome = "none";
-    if let (true, Some(limit)) = (pending > 0, g.config().exit_drain) {
-        g.sink().write_durable(
-            TAG_PRE,
-            "exit_drain",
-            &[
-                ("backend", "cuda".to_string()),
-                ("in_flight", pending.to_string()),
-                ("limit_ms", limit.as_millis().to_string()),
-                ("mode", g.mode_name().to_string()),
-            ],
-        );
-        let start = Instant::now();
-        if g.acts() {
-            while in_flight() > 0 && start.elapsed() < limit {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-        let left = in_flight();
-        outcome = if !g.acts() {
-            "observed_only"
-        } else if left == 0 {
-            "drained"
-        } else {
-            eprintln!(
-                "metal-guard: {left} GPU completion(s) still pending after waiting {} ms at exit; continuing teardown (METALGUARD_EXIT_DRAIN_S sets the wait).",
-                limit.as_millis()
-            );
-            "timed_out"
-        };
-        g.sink().write_durable(
-            TAG_POST,
-            "exit_drain",
-            &[
-                ("backend", "cuda".to_string()),
-                ("waited_ms", start.elapsed().as_millis().to_string()),
-                ("in_flight_left", left.to_string()),
-                ("outcome", outcome.to_string()),
-            ],
-        );
-    }
-    g.sink().flush_queued();
-    g.write_summary();
-    let c = counts();
+/// The CUDA backend as the one exit drain (`crate::exit_drain`) sees it:
+/// its host functions in flight count as GPU work, and its counters follow
+/// the guard's summary as `CUDA_SUMMARY`.
+pub static EXIT_BACKEND: crate::exit_drain::Backend = crate::exit_drain::Backend {
+    name: "cuda",
+    in_flight: super::completion_hooks::in_flight,
+    summary: write_cuda_summary,
+};
+
+fn write_cuda_summary(g: &crate::guard::Guard, drain: &crate::exit_drain::DrainReport) {
+    let pending = drain.in_flight_at_exit;
+    let outcome = drain.outcome;
+    let c = super::completion_hooks::counters();
     g.sink().write_now(
         "CUDA_SUMMARY",
         "process exit",
@@ -343,6 +298,6 @@ pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCo
                     .to_string(),
             ),
         ],
-        true,
+        g.acts(),
     );
 }

@@ -20,10 +20,3 @@ mod guard_link;
 mod memory_hooks;
 mod pointer_table;
 mod proc_address;
-
-/// Exit path: bounded wait for GPU work in flight, then the summaries.
-/// Idempotent; registered with `atexit` when the chain first activates (so
-/// it runs before the exit-time teardown of libraries loaded earlier).
-pub fn on_exit() {
-    guard_link::exit_drain(completion_hooks::in_flight, completion_hooks::counters);
-}

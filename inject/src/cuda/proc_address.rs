@@ -183,18 +183,11 @@ fn report_mismatch(what: &str) {
 /// the static destructors of the libraries already loaded, MLX's among them.
 fn chain_active(path: ChainPath) {
     guard_link::chain_active(path);
-    if !EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: `exit_handler` is a plain `extern "C" fn()` that lives as
-        // long as the process (this library is never unloaded: LD_PRELOAD).
-        let rc = unsafe { libc::atexit(exit_handler) };
-        if rc != 0 {
-            guard_link::failed_open("atexit refused the exit-drain handler; no drain at exit");
-        }
+    if !EXIT_REGISTERED.swap(true, Ordering::AcqRel)
+        && !crate::exit_drain::register_backend(&guard_link::EXIT_BACKEND)
+    {
+        guard_link::failed_open("atexit refused the exit-drain handler; no drain at exit");
     }
-}
-
-extern "C" fn exit_handler() {
-    let _ = catch_unwind(super::on_exit);
 }
 
 fn hook_address(hooked: Hooked, variant: usize) -> *mut c_void {
