@@ -26,6 +26,7 @@
 //! it; the count rides on the next line that gets through (`dropped=N`).
 
 use crate::event_queue::EventQueue;
+use crate::fork_safe_lock::{ForkSafeLock, ForkSafeLockGuard};
 use metal_guard_core::breadcrumbs::BreadcrumbLine;
 use std::cell::{Cell, UnsafeCell};
 use std::fs::{File, OpenOptions};
@@ -157,50 +158,36 @@ struct OpenLog {
     size: u64,
 }
 
-/// The open log, owned by whoever holds `busy` (the writer thread; before
+/// The open log, owned by whoever holds `lock` (the writer thread; before
 /// it runs or at exit, the calling thread). Not a lock any hook holds
 /// across an original call; a child resets it after `fork`.
 struct FileSlot {
-    busy: AtomicBool,
+    lock: ForkSafeLock,
     log: UnsafeCell<Option<OpenLog>>,
 }
 
-// SAFETY: `log` is only touched by the thread that set `busy` (acquire on
-// taking, release on giving back).
+// SAFETY: `log` is only touched by the thread holding `lock`.
 unsafe impl Sync for FileSlot {}
 
-struct FileAccess<'a>(&'a FileSlot);
+struct FileAccess<'a> {
+    slot: &'a FileSlot,
+    _held: ForkSafeLockGuard<'a>,
+}
 
 impl FileSlot {
     fn take(&self) -> FileAccess<'_> {
-        let mut spins = 0u32;
-        while self
-            .busy
-            .compare_exchange_weak(false, true, Acquire, Relaxed)
-            .is_err()
-        {
-            spins += 1;
-            if spins < 64 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(100));
-            }
+        FileAccess {
+            slot: self,
+            _held: self.lock.lock(),
         }
-        FileAccess(self)
     }
 }
 
 impl FileAccess<'_> {
     fn log(&mut self) -> &mut Option<OpenLog> {
-        // SAFETY: this access holds `busy` (see `FileSlot`), and `&mut self`
+        // SAFETY: this access holds `lock` (see `FileSlot`), and `&mut self`
         // makes the borrow unique.
-        unsafe { &mut *self.0.log.get() }
-    }
-}
-
-impl Drop for FileAccess<'_> {
-    fn drop(&mut self) {
-        self.0.busy.store(false, Release);
+        unsafe { &mut *self.slot.log.get() }
     }
 }
 
@@ -244,7 +231,7 @@ impl BreadcrumbSink {
             path,
             max_bytes: max_bytes.max(4096),
             file: FileSlot {
-                busy: AtomicBool::new(false),
+                lock: ForkSafeLock::new(),
                 log: UnsafeCell::new(None),
             },
             dropped: AtomicU64::new(0),
@@ -518,7 +505,7 @@ impl BreadcrumbSink {
         self.writer_state.store(WRITER_NONE, Release);
         let done = self.durable_next.load(Acquire);
         self.durable_done.store(done, Release);
-        self.file.busy.store(false, Release);
+        self.file.lock.reset_after_fork();
     }
 
     fn write_line(&self, access: &mut FileAccess<'_>, line: &BreadcrumbLine, durable: bool) {

@@ -29,7 +29,10 @@ pub fn guard() -> Option<&'static Guard> {
 
 /// Creates the process's guard (constructor; later calls return the first).
 pub fn init(config: GuardConfig) -> &'static Guard {
-    GUARD.get_or_init(|| Box::leak(Box::new(Guard::new(config))))
+    GUARD.get_or_init(|| {
+        crate::fork_handling::install();
+        Box::leak(Box::new(Guard::new(config)))
+    })
 }
 
 /// Counters for the summary line and tests.
@@ -306,6 +309,16 @@ impl Guard {
     /// Performs the queued removals now (exit drain), bounded by `limit`.
     pub fn run_removal_batch(&self, limit: Duration, force: bool) -> usize {
         self.reaper.run_batch(&self.removal_context(), limit, force)
+    }
+
+    /// In a forked child (its `pthread_atfork` handler; see
+    /// `fork_handling`): atomics only.
+    pub fn reset_after_fork(&self) {
+        self.sink.reset_after_fork();
+        self.reaper.reset_after_fork();
+        self.commit_gate.reset_after_fork();
+        self.residency_gate.reset_after_fork();
+        self.watermark.forget_in_flight_after_fork();
     }
 
     /// Monotonic nanoseconds since the guard was created.

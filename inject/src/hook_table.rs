@@ -5,10 +5,10 @@
 //! for the concrete classes seen so far. Written only under the install
 //! lock; read lock-free on the hot path (acquire on the length).
 
+use crate::fork_safe_lock::ForkSafeLock;
 use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, SwizzleError};
 use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
-use std::sync::Mutex;
 
 /// Concrete classes per selector we can hook (Metal has one per GPU family,
 /// plus debug-layer wrappers).
@@ -101,7 +101,12 @@ impl HookSlot {
     }
 }
 
-static INSTALL_LOCK: Mutex<()> = Mutex::new(());
+static INSTALL_LOCK: ForkSafeLock = ForkSafeLock::new();
+
+/// In a forked child: a thread that was installing hooks stayed behind.
+pub fn reset_after_fork() {
+    INSTALL_LOCK.reset_after_fork();
+}
 
 /// What one install attempt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +129,7 @@ pub fn install(rt: &ObjcRuntime, cls: Class, slot: &HookSlot, hook: Imp) -> Inst
     if slot.seen(cls) {
         return InstallOutcome::AlreadyInstalled;
     }
-    let _lock = INSTALL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _lock = INSTALL_LOCK.lock();
     if slot.contains(cls) {
         return InstallOutcome::AlreadyInstalled;
     }

@@ -17,6 +17,8 @@ mod device_entry;
 mod dyld_interpose;
 mod event_queue;
 mod exit_drain;
+mod fork_handling;
+pub mod fork_safe_lock;
 pub mod gate_check;
 mod gate_source;
 mod guard;

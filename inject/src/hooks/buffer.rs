@@ -57,12 +57,18 @@ pub fn ensure_hooked(guard: &Guard, buffer: Id) {
     first_sighting(guard, rt, cls);
 }
 
-static SIGHTING_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SIGHTING_LOCK: crate::fork_safe_lock::ForkSafeLock =
+    crate::fork_safe_lock::ForkSafeLock::new();
+
+/// In a forked child: a thread that was hooking a buffer class stayed behind.
+pub fn reset_after_fork() {
+    SIGHTING_LOCK.reset_after_fork();
+}
 
 #[cold]
 fn first_sighting(guard: &Guard, rt: &ObjcRuntime, cls: *mut c_void) {
     // One writer at a time: a slot's IMP and class are published as a pair.
-    let _lock = SIGHTING_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _lock = SIGHTING_LOCK.lock();
     if SEEN_CLASSES.iter().any(|s| s.load(Acquire) == cls) {
         return;
     }
