@@ -29,10 +29,7 @@ pub fn guard() -> Option<&'static Guard> {
 
 /// Creates the process's guard (constructor; later calls return the first).
 pub fn init(config: GuardConfig) -> &'static Guard {
-    GUARD.get_or_init(|| {
-        crate::fork_handling::install();
-        Box::leak(Box::new(Guard::new(config)))
-    })
+    GUARD.get_or_init(|| Box::leak(Box::new(Guard::new(config))))
 }
 
 /// Counters for the summary line and tests.

@@ -88,6 +88,7 @@ fn constructor() {
         return;
     }
     guard::init(config);
+    fork_handling::install();
 }
 
 /// Appends one line with a single `write` on an `O_APPEND` descriptor: every

@@ -244,19 +244,15 @@ pub struct CompletionCounts {
     pub stream_syncs: u64,
 }
 
-/// The CUDA backend as the one exit drain (`crate::exit_drain`) sees it:
-/// its host functions in flight count as GPU work, and its counters follow
-/// the guard's summary as `CUDA_SUMMARY`.
-pub static EXIT_BACKEND: crate::exit_drain::Backend = crate::exit_drain::Backend {
-    name: "cuda",
-    in_flight: super::completion_hooks::in_flight,
-    summary: write_cuda_summary,
-};
-
-fn write_cuda_summary(g: &crate::guard::Guard, drain: &crate::exit_drain::DrainReport) {
+/// The `CUDA_SUMMARY` line after the guard's summary: what only CUDA has,
+/// and what the exit drain found (`drain`).
+pub fn write_cuda_summary(
+    g: &crate::guard::Guard,
+    drain: &crate::exit_drain::DrainReport,
+    c: CompletionCounts,
+) {
     let pending = drain.in_flight_at_exit;
     let outcome = drain.outcome;
-    let c = super::completion_hooks::counters();
     g.sink().write_now(
         "CUDA_SUMMARY",
         "process exit",
