@@ -176,12 +176,6 @@ impl Guard {
         self.sink.post(event);
     }
 
-    /// The allocation ledger (tests).
-    #[cfg(test)]
-    pub fn ledger(&self) -> &AllocationLedger {
-        &self.ledger
-    }
-
     /// Command buffers committed and not yet completed.
     #[inline]
     pub fn in_flight(&self) -> u64 {
@@ -242,14 +236,18 @@ impl Guard {
         pass
     }
 
-    /// Queues a deferred removal (lock-free) and wakes the reaper; `Err`
-    /// hands it back when the ring is full (counted).
+    /// Queues a deferred removal (lock-free) and, for the first one since
+    /// the ring was empty, wakes the reaper (later ones find it awake or
+    /// woken by completions); `Err` hands it back when the ring is full
+    /// (counted).
     #[inline]
     pub fn defer_removal(&'static self, removal: Removal) -> Result<(), Removal> {
         match self.reaper.defer(removal) {
-            Ok(()) => {
+            Ok(first) => {
                 self.stats.deferred_removals.fetch_add(1, Relaxed);
-                self.wake_reaper();
+                if first {
+                    self.wake_reaper();
+                }
                 Ok(())
             }
             Err(r) => {

@@ -115,10 +115,11 @@ impl Reaper {
         self.ring.len()
     }
 
-    /// Queues a removal (lock-free, no allocation); `Err` hands it back
+    /// Queues a removal (lock-free, no allocation); `Ok(true)`: the first
+    /// one since the ring was empty (wake the reaper); `Err` hands it back
     /// when the ring has no room for it.
     #[inline]
-    pub fn defer(&self, removal: Removal) -> Result<(), Removal> {
+    pub fn defer(&self, removal: Removal) -> Result<bool, Removal> {
         self.ring.push(removal)
     }
 

@@ -126,8 +126,9 @@ impl RemovalRing {
         self.len() == 0
     }
 
-    /// Queues `removal`; `Err(removal)` when its probe window is full.
-    pub fn push(&self, removal: Removal) -> Result<(), Removal> {
+    /// Queues `removal`; `Ok(true)` when the ring was empty before it (the
+    /// reaper needs a wake-up), `Err(removal)` when its probe window is full.
+    pub fn push(&self, removal: Removal) -> Result<bool, Removal> {
         let start = home(removal.set, removal.allocation);
         for i in 0..PROBE {
             let slot = &self.slots[(start + i) % CAPACITY];
@@ -145,9 +146,9 @@ impl RemovalRing {
             slot.commit_imp.store(removal.commit_imp, Relaxed);
             slot.tag.store(removal.tag, Relaxed);
             slot.queued_ns.store(removal.queued_ns, Relaxed);
-            self.queued.fetch_add(1, AcqRel);
+            let before = self.queued.fetch_add(1, AcqRel);
             slot.state.store(QUEUED, Release);
-            return Ok(());
+            return Ok(before == 0);
         }
         Err(removal)
     }
@@ -254,8 +255,8 @@ mod tests {
     #[test]
     fn push_cancel_and_take() {
         let ring = RemovalRing::new();
-        ring.push(removal(0x1000, 0x2000, 3)).unwrap();
-        ring.push(removal(0x1000, 0x3000, 5)).unwrap();
+        assert!(ring.push(removal(0x1000, 0x2000, 3)).unwrap(), "was empty");
+        assert!(!ring.push(removal(0x1000, 0x3000, 5)).unwrap());
         ring.push(removal(0x1000, 0x4000, 4)).unwrap();
         assert_eq!(ring.len(), 3);
         assert_eq!(ring.oldest(), Some((3, 30)));
