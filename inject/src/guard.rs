@@ -751,6 +751,8 @@ impl Guard {
                 ("cadence_stalls", v(&s.cadence_stalls)),
                 ("hook_faults", v(&s.hook_faults)),
                 ("waits", v(&s.waits)),
+                ("removal_ring_full", v(&s.removal_ring_full)),
+                ("residency_gate_timeouts", v(&s.residency_gate_timeouts)),
                 ("peak_bytes", l.peak_bytes.to_string()),
                 ("largest", l.largest.to_string()),
                 ("allocations_per_sec", l.allocations_per_sec.to_string()),
