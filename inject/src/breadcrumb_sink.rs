@@ -194,6 +194,8 @@ impl FileAccess<'_> {
 const WRITER_NONE: u8 = 0;
 const WRITER_STARTING: u8 = 1;
 const WRITER_RUNNING: u8 = 2;
+/// Spawning failed: callers write their own lines from now on.
+const WRITER_FAILED: u8 = 3;
 
 thread_local! {
     static ON_WRITER_THREAD: Cell<bool> = const { Cell::new(false) };
@@ -445,7 +447,7 @@ impl BreadcrumbSink {
                 self.writer_state.store(WRITER_RUNNING, Release);
             }
             // No thread: lines are written by their callers.
-            Err(_) => self.writer_state.store(WRITER_NONE, Release),
+            Err(_) => self.writer_state.store(WRITER_FAILED, Release),
         }
     }
 
