@@ -108,6 +108,20 @@ mod fake {
     pub static RESIDENCY_SET: FakeClass = FakeClass {
         name: c"FakeResidencySet",
     };
+    pub static ODD_QUEUE: FakeClass = FakeClass {
+        name: c"FakeOddQueue",
+    };
+
+    /// Whether the odd queue's `commandBuffer` is still the fake's own.
+    pub fn odd_queue_left_alone() -> bool {
+        let cls = &ODD_QUEUE as *const FakeClass as Class;
+        find(cls, sel(c"commandBuffer"))
+            .is_some_and(|m| std::ptr::eq(m.imp.load(Acquire) as Imp, set_commit as Imp))
+    }
+
+    pub fn odd_queue_class() -> Class {
+        &ODD_QUEUE as *const FakeClass as Class
+    }
 
     /// Every fake object; the class pointer is the first word (GCC's
     /// runtime layout, which `ObjcRuntime::class_of` reads).
@@ -186,6 +200,7 @@ mod fake {
         class: AtomicPtr<c_void>,
         sel: AtomicPtr<c_void>,
         imp: AtomicPtr<c_void>,
+        types: AtomicPtr<c_char>,
     }
 
     const METHODS: usize = 128;
@@ -194,6 +209,7 @@ mod fake {
             class: AtomicPtr::new(std::ptr::null_mut()),
             sel: AtomicPtr::new(std::ptr::null_mut()),
             imp: AtomicPtr::new(std::ptr::null_mut()),
+            types: AtomicPtr::new(std::ptr::null_mut()),
         }
     }; METHODS];
     static METHOD_COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -205,7 +221,7 @@ mod fake {
             .find(|m| m.class.load(Acquire) == cls && std::ptr::eq(m.sel.load(Acquire) as Sel, sel))
     }
 
-    fn add(cls: Class, sel: Sel, imp: Imp) -> bool {
+    fn add(cls: Class, sel: Sel, imp: Imp, types: *const c_char) -> bool {
         while METHOD_INSERT.swap(true, Acquire) {
             std::hint::spin_loop();
         }
@@ -215,6 +231,7 @@ mod fake {
             TABLE[i].class.store(cls, Release);
             TABLE[i].sel.store(sel as *mut c_void, Release);
             TABLE[i].imp.store(imp as *mut c_void, Release);
+            TABLE[i].types.store(types as *mut c_char, Release);
             METHOD_COUNT.store(i + 1, Release);
         }
         METHOD_INSERT.store(false, Release);
@@ -227,17 +244,23 @@ mod fake {
     unsafe extern "C" fn class_get_instance_method(cls: Class, sel: Sel) -> Method {
         find(cls, sel).map_or(std::ptr::null_mut(), |m| m as *const MethodEntry as Method)
     }
-    unsafe extern "C" fn class_add_method(cls: Class, sel: Sel, imp: Imp, _: *const c_char) -> u8 {
+    unsafe extern "C" fn class_add_method(
+        cls: Class,
+        sel: Sel,
+        imp: Imp,
+        types: *const c_char,
+    ) -> u8 {
         // The fake classes have no superclass: a method found is the class's own.
-        add(cls, sel, imp) as u8
+        add(cls, sel, imp, types) as u8
     }
     unsafe extern "C" fn method_set_implementation(m: Method, imp: Imp) -> Imp {
         // SAFETY: `m` came from `class_get_instance_method`: a table entry.
         let m = unsafe { &*(m as *const MethodEntry) };
         m.imp.swap(imp as *mut c_void, AcqRel) as Imp
     }
-    unsafe extern "C" fn method_get_type_encoding(_: Method) -> *const c_char {
-        c"v16@0:8".as_ptr()
+    unsafe extern "C" fn method_get_type_encoding(m: Method) -> *const c_char {
+        // SAFETY: `m` came from `class_get_instance_method`: a table entry.
+        unsafe { &*(m as *const MethodEntry) }.types.load(Acquire)
     }
     unsafe extern "C" fn class_get_superclass(_: Class) -> Class {
         std::ptr::null_mut()
@@ -377,46 +400,80 @@ mod fake {
             }
         ));
         let c = |k: &'static FakeClass| k as *const FakeClass as Class;
-        let m = |k: &'static FakeClass, name: &'static CStr, imp: Imp| {
-            assert!(add(c(k), sel(name), imp))
+        // Encodings as GCC's runtime writes them (NSUInteger is `L`).
+        let m = |k: &'static FakeClass, name: &'static CStr, imp: Imp, types: &'static CStr| {
+            assert!(add(c(k), sel(name), imp, types.as_ptr()))
         };
         m(
             &DEVICE,
             c"newBufferWithLength:options:",
             device_new_buffer as Imp,
+            c"@32@0:8L16L24",
         );
         m(
             &DEVICE,
             c"recommendedMaxWorkingSetSize",
             device_working_set as Imp,
+            c"Q16@0:8",
         );
-        m(&DEVICE, c"newCommandQueue", device_new_queue as Imp);
+        m(
+            &DEVICE,
+            c"newCommandQueue",
+            device_new_queue as Imp,
+            c"@16@0:8",
+        );
         m(
             &DEVICE,
             c"newResidencySetWithDescriptor:error:",
             device_new_set as Imp,
+            c"@32@0:8@16^@24",
         );
-        m(&QUEUE, c"commandBuffer", queue_command_buffer as Imp);
+        m(
+            &QUEUE,
+            c"commandBuffer",
+            queue_command_buffer as Imp,
+            c"@16@0:8",
+        );
         m(
             &QUEUE,
             c"commandBufferWithUnretainedReferences",
             queue_command_buffer as Imp,
+            c"@16@0:8",
         );
         m(
             &COMMAND_BUFFER,
             c"addCompletedHandler:",
             cb_add_handler as Imp,
+            c"v24@0:8@?16",
         );
-        m(&COMMAND_BUFFER, c"commit", cb_commit as Imp);
-        m(&COMMAND_BUFFER, c"waitUntilCompleted", cb_wait as Imp);
-        m(&BUFFER, c"length", buffer_length as Imp);
-        m(&BUFFER, c"dealloc", dealloc as Imp);
-        m(&RESIDENCY_SET, c"addAllocation:", set_add as Imp);
-        m(&RESIDENCY_SET, c"removeAllocation:", set_remove as Imp);
-        m(&RESIDENCY_SET, c"commit", set_commit as Imp);
+        m(&COMMAND_BUFFER, c"commit", cb_commit as Imp, c"v16@0:8");
+        m(
+            &COMMAND_BUFFER,
+            c"waitUntilCompleted",
+            cb_wait as Imp,
+            c"v16@0:8",
+        );
+        m(&BUFFER, c"length", buffer_length as Imp, c"L16@0:8");
+        m(&BUFFER, c"dealloc", dealloc as Imp, c"v16@0:8");
+        m(
+            &RESIDENCY_SET,
+            c"addAllocation:",
+            set_add as Imp,
+            c"v24@0:8@16",
+        );
+        m(
+            &RESIDENCY_SET,
+            c"removeAllocation:",
+            set_remove as Imp,
+            c"v24@0:8@16",
+        );
+        m(&RESIDENCY_SET, c"commit", set_commit as Imp, c"v16@0:8");
+        // A queue class whose `commandBuffer` has another signature (a void
+        // return): the guard must leave it unhooked.
+        m(&ODD_QUEUE, c"commandBuffer", set_commit as Imp, c"v16@0:8");
         for k in [&DEVICE, &QUEUE, &COMMAND_BUFFER, &BUFFER, &RESIDENCY_SET] {
-            m(k, c"retain", retain as Imp);
-            m(k, c"release", release as Imp);
+            m(k, c"retain", retain as Imp, c"@16@0:8");
+            m(k, c"release", release as Imp, c"v16@0:8");
         }
         new_object(&DEVICE, 0)
     }
@@ -498,6 +555,14 @@ fn hooks_in_this_process() {
     let guard = crate::guard::guard().expect("the constructor made the guard");
     crate::device_entry::on_device_created(device);
     let queue = fake::send_id(device, c"newCommandQueue");
+    // Type encodings are checked at install: a method of another shape is
+    // left unhooked (fail open), with a breadcrumb.
+    let rt = crate::objc_runtime::ObjcRuntime::resolved().unwrap();
+    crate::hooks::queue::install(guard, rt, fake::odd_queue_class());
+    assert!(
+        fake::odd_queue_left_alone(),
+        "a mismatching method was hooked"
+    );
     let set = fake::new_residency_set(device);
     // Warm-up: first sightings of each class, the writer and reaper threads.
     for i in 0..4 {

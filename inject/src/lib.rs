@@ -33,6 +33,7 @@ mod objc_runtime;
 mod reaper;
 mod removal_ring;
 mod symbol_lookup;
+mod typed_imp;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod cuda;

@@ -169,6 +169,22 @@ impl ObjcRuntime {
         unsafe { (self.class_get_method_implementation)(cls, sel) }
     }
 
+    /// The type encoding of `cls`'s method for `sel` (own or inherited);
+    /// `None` if there is no method or the runtime keeps no encoding.
+    pub fn type_encoding(&self, cls: Class, sel: Sel) -> Option<&'static CStr> {
+        // SAFETY: registered class and interned selector.
+        let method = unsafe { (self.class_get_instance_method)(cls, sel) };
+        if method.is_null() {
+            return None;
+        }
+        // SAFETY: a method of a registered class; the runtime returns its
+        // NUL-terminated encoding, which lives as long as the method (the
+        // process: classes are never unloaded while we run).
+        let p = unsafe { (self.method_get_type_encoding)(method) };
+        // SAFETY: non-null, NUL-terminated, valid for the process.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) })
+    }
+
     /// The class name, for breadcrumbs.
     pub fn class_name(&self, cls: Class) -> String {
         if cls.is_null() {

@@ -7,11 +7,12 @@ use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
 use crate::objc_messages::{send_u64_sel, CachedSel};
-use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
+use crate::objc_runtime::{Id, ObjcRuntime, Sel};
+use crate::typed_imp::Method0;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering::*};
 
-pub static DEALLOC: HookSlot = HookSlot::new(c"dealloc");
+pub static DEALLOC: HookSlot<Method0<()>> = HookSlot::new(c"dealloc", "v@:");
 static LENGTH: CachedSel = CachedSel::new(c"length");
 
 /// Buffer classes already handled (hooked, covered or not hookable), each
@@ -22,7 +23,6 @@ static SEEN_CLASSES: [AtomicPtr<c_void>; SEEN] =
 static LENGTH_IMPS: [AtomicPtr<c_void>; SEEN] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; SEEN];
 
-type Dealloc = unsafe extern "C-unwind" fn(Id, Sel);
 type Length = unsafe extern "C-unwind" fn(Id, Sel) -> u64;
 
 /// After a driver allocation returned `buffer`: the ledger counts it and the
@@ -85,7 +85,7 @@ fn first_sighting(guard: &Guard, rt: &ObjcRuntime, cls: *mut c_void) {
             rt,
             cls,
             "buffer",
-            &[(&DEALLOC, buffer_dealloc as Imp)],
+            &[DEALLOC.with_hook(buffer_dealloc)],
         );
     }
     for (i, slot) in SEEN_CLASSES.iter().enumerate() {
@@ -130,11 +130,9 @@ fn length_of(rt: &ObjcRuntime, buffer: Id) -> u64 {
 }
 
 unsafe extern "C-unwind" fn buffer_dealloc(this: Id, cmd: Sel) {
-    let Some((rt, imp)) = original(&DEALLOC, this) else {
+    let Some((rt, orig)) = original(&DEALLOC, this) else {
         return;
     };
-    // SAFETY: original IMP of `dealloc` for this class (`void (id, SEL)`).
-    let orig: Dealloc = unsafe { std::mem::transmute::<Imp, _>(imp) };
     if let Some(guard) = guard() {
         let depth = DepthGuard::enter(HookFamily::Free);
         if depth.outermost() {
@@ -144,5 +142,5 @@ unsafe extern "C-unwind" fn buffer_dealloc(this: Id, cmd: Sel) {
         }
     }
     // SAFETY: as above; the object is still alive until the original runs.
-    unsafe { orig(this, cmd) }
+    unsafe { orig.call(this, cmd) }
 }

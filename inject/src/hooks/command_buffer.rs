@@ -14,15 +14,16 @@ use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
 use crate::objc_messages::CachedSel;
 use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
+use crate::typed_imp::Method0;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 
-pub static COMMIT: HookSlot = HookSlot::new(c"commit");
-pub static WAIT_UNTIL_COMPLETED: HookSlot = HookSlot::new(c"waitUntilCompleted");
+pub static COMMIT: HookSlot<Method0<()>> = HookSlot::new(c"commit", "v@:");
+pub static WAIT_UNTIL_COMPLETED: HookSlot<Method0<()>> =
+    HookSlot::new(c"waitUntilCompleted", "v@:");
 static ADD_COMPLETED_HANDLER: CachedSel = CachedSel::new(c"addCompletedHandler:");
 
-type VoidMethod = unsafe extern "C-unwind" fn(Id, Sel);
 type AddHandler = unsafe extern "C-unwind" fn(Id, Sel, *mut c_void);
 
 static LATE_EXIT_HOOK: AtomicBool = AtomicBool::new(false);
@@ -40,8 +41,8 @@ pub fn on_created(guard: &'static Guard, cb: Id) {
             cls,
             "command_buffer",
             &[
-                (&COMMIT, commit as Imp),
-                (&WAIT_UNTIL_COMPLETED, wait_until_completed as Imp),
+                COMMIT.with_hook(commit),
+                WAIT_UNTIL_COMPLETED.with_hook(wait_until_completed),
             ],
         );
     }
@@ -76,28 +77,26 @@ unsafe extern "C-unwind" fn on_completed(_block: *mut c_void, cb: Id) {
 }
 
 unsafe extern "C-unwind" fn commit(this: Id, cmd: Sel) {
-    let Some((_, imp)) = original(&COMMIT, this) else {
+    let Some((_, orig)) = original(&COMMIT, this) else {
         return;
     };
-    // SAFETY: original IMP of the command buffer's `commit` (`void (id, SEL)`).
-    let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let Some(guard) = guard() else {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd) };
     };
     let depth = DepthGuard::enter(HookFamily::Commit);
     if !depth.outermost() {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd) };
     }
     let pass = policy(guard, "commit", || {
         // A commit from a completion handler never waits at the gate: the
         // completions the reaper waits for would queue behind it.
         guard.begin_commit(this as usize, depth::is_completion_thread())
     });
-    // SAFETY: as above. The pass (if any) is an atomic count, not a lock:
+    // SAFETY: the caller's own arguments, passed on to the original. The pass (if any) is an atomic count, not a lock:
     // it only makes the reaper wait for this commit to return.
-    unsafe { orig(this, cmd) };
+    unsafe { orig.call(this, cmd) };
     drop(pass);
     if !LATE_EXIT_HOOK.swap(true, Relaxed) {
         // Registered again now that the application's own exit-time
@@ -107,15 +106,13 @@ unsafe extern "C-unwind" fn commit(this: Id, cmd: Sel) {
 }
 
 unsafe extern "C-unwind" fn wait_until_completed(this: Id, cmd: Sel) {
-    let Some((_, imp)) = original(&WAIT_UNTIL_COMPLETED, this) else {
+    let Some((_, orig)) = original(&WAIT_UNTIL_COMPLETED, this) else {
         return;
     };
-    // SAFETY: original IMP of `waitUntilCompleted` (`void (id, SEL)`).
-    let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let _depth = DepthGuard::enter(HookFamily::Wait);
     if let Some(guard) = guard() {
         guard.stats().waits.fetch_add(1, Relaxed);
     }
-    // SAFETY: as above.
-    unsafe { orig(this, cmd) }
+    // SAFETY: the caller's own arguments, passed on to the original.
+    unsafe { orig.call(this, cmd) }
 }

@@ -16,8 +16,9 @@ pub mod residency_set;
 
 use crate::breadcrumb_sink::Event;
 use crate::guard::Guard;
-use crate::hook_table::{install, HookSlot, InstallOutcome};
+use crate::hook_table::{install, HookSlot, InstallOutcome, SlotTable};
 use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime};
+use crate::typed_imp::TypedImp;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Runs `f` (the guard's policy for one call) with panics caught. `None`:
@@ -44,7 +45,7 @@ pub fn install_on(
     rt: &ObjcRuntime,
     cls: Class,
     role: &'static str,
-    slots: &[(&HookSlot, Imp)],
+    slots: &[(&SlotTable, Imp)],
 ) {
     let mut installed = 0u64;
     let mut covered = 0u64;
@@ -55,6 +56,13 @@ pub fn install_on(
             InstallOutcome::AlreadyInstalled | InstallOutcome::NotImplemented => {}
             InstallOutcome::TableFull => guard
                 .post(Event::new("GUARD_HOOK_TABLE_FULL", role).with_class(&rt.class_name(cls))),
+            InstallOutcome::EncodingMismatch => guard.post(
+                Event::new("GUARD_HOOK_SKIPPED", role)
+                    .with_class(&rt.class_name(cls))
+                    .with_text("selector", slot.selector.to_str().unwrap_or("?"))
+                    .with_text("reason", "type_encoding_mismatch")
+                    .with_text("expected", slot.shape),
+            ),
         }
     }
     if installed > 0 || covered > 0 {
@@ -71,7 +79,10 @@ pub fn install_on(
 /// only if a hook runs on a class we never recorded, which `install` rules
 /// out; the hook then returns nil / does nothing rather than guess.
 #[inline]
-pub fn original(slot: &HookSlot, this: Id) -> Option<(&'static ObjcRuntime, Imp)> {
+pub fn original<F: Copy>(
+    slot: &HookSlot<F>,
+    this: Id,
+) -> Option<(&'static ObjcRuntime, TypedImp<F>)> {
     let rt = ObjcRuntime::resolved()?;
     Some((rt, slot.original_for(rt, this)?))
 }

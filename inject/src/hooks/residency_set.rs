@@ -18,18 +18,17 @@ use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard, FULL_RING_WAIT};
 use crate::hook_table::HookSlot;
 use crate::objc_messages::{object_length, object_release, object_retain};
-use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
+use crate::objc_runtime::{Class, Id, ObjcRuntime, Sel};
 use crate::reaper::Removal;
+use crate::typed_imp::{Method0, Method1};
 use metal_guard_core::engine::commit_gate::CommitPass;
 use metal_guard_core::engine::config::ResidencyPolicy;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 
-pub static ADD_ALLOCATION: HookSlot = HookSlot::new(c"addAllocation:");
-pub static REMOVE_ALLOCATION: HookSlot = HookSlot::new(c"removeAllocation:");
-pub static SET_COMMIT: HookSlot = HookSlot::new(c"commit");
-
-type VoidObjMethod = unsafe extern "C-unwind" fn(Id, Sel, Id);
-type VoidMethod = unsafe extern "C-unwind" fn(Id, Sel);
+pub static ADD_ALLOCATION: HookSlot<Method1<(), Id>> = HookSlot::new(c"addAllocation:", "v@:@");
+pub static REMOVE_ALLOCATION: HookSlot<Method1<(), Id>> =
+    HookSlot::new(c"removeAllocation:", "v@:@");
+pub static SET_COMMIT: HookSlot<Method0<()>> = HookSlot::new(c"commit", "v@:");
 
 static NOTED_NOOP: AtomicBool = AtomicBool::new(false);
 static NOTED_DEFER: AtomicBool = AtomicBool::new(false);
@@ -42,9 +41,9 @@ pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
         cls,
         "residency_set",
         &[
-            (&ADD_ALLOCATION, add_allocation as Imp),
-            (&REMOVE_ALLOCATION, remove_allocation as Imp),
-            (&SET_COMMIT, set_commit as Imp),
+            ADD_ALLOCATION.with_hook(add_allocation),
+            REMOVE_ALLOCATION.with_hook(remove_allocation),
+            SET_COMMIT.with_hook(set_commit),
         ],
     );
 }
@@ -69,19 +68,17 @@ enum Action<'g> {
 }
 
 unsafe extern "C-unwind" fn add_allocation(this: Id, cmd: Sel, allocation: Id) {
-    let Some((rt, imp)) = original(&ADD_ALLOCATION, this) else {
+    let Some((rt, orig)) = original(&ADD_ALLOCATION, this) else {
         return;
     };
-    // SAFETY: original IMP of `addAllocation:` (`void (id, SEL, id)`).
-    let orig: VoidObjMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let Some(guard) = guard() else {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd, allocation) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd, allocation) };
     };
     let depth = DepthGuard::enter(HookFamily::Residency);
     if !depth.outermost() {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd, allocation) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd, allocation) };
     }
     let action = policy(guard, "addAllocation:", || match guard.config().residency {
         ResidencyPolicy::Keep => Action::PassThrough,
@@ -118,30 +115,28 @@ unsafe extern "C-unwind" fn add_allocation(this: Id, cmd: Sel, allocation: Id) {
     .unwrap_or(Action::PassThrough);
     match action {
         Action::Skip => {}
-        // SAFETY: as above.
-        Action::PassThrough => unsafe { orig(this, cmd, allocation) },
+        // SAFETY: the caller's own arguments, passed on to the original.
+        Action::PassThrough => unsafe { orig.call(this, cmd, allocation) },
         Action::PassThroughInGate(pass) => {
-            // SAFETY: as above.
-            unsafe { orig(this, cmd, allocation) };
+            // SAFETY: the caller's own arguments, passed on to the original.
+            unsafe { orig.call(this, cmd, allocation) };
             drop(pass);
         }
     }
 }
 
 unsafe extern "C-unwind" fn remove_allocation(this: Id, cmd: Sel, allocation: Id) {
-    let Some((rt, imp)) = original(&REMOVE_ALLOCATION, this) else {
+    let Some((rt, orig)) = original(&REMOVE_ALLOCATION, this) else {
         return;
     };
-    // SAFETY: original IMP of `removeAllocation:` (`void (id, SEL, id)`).
-    let orig: VoidObjMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let Some(guard) = guard() else {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd, allocation) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd, allocation) };
     };
     let depth = DepthGuard::enter(HookFamily::Residency);
     if !depth.outermost() {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd, allocation) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd, allocation) };
     }
     let action = policy(guard, "removeAllocation:", || {
         let bytes = object_length(rt, allocation).unwrap_or(0);
@@ -172,8 +167,8 @@ unsafe extern "C-unwind" fn remove_allocation(this: Id, cmd: Sel, allocation: Id
                         let queued = guard.defer_removal(Removal {
                             set: this as usize,
                             allocation: allocation as usize,
-                            remove_imp: imp as usize,
-                            commit_imp: commit_imp as usize,
+                            remove_imp: orig.raw() as usize,
+                            commit_imp: commit_imp.raw() as usize,
                             tag,
                             queued_ns: guard.now_ns(),
                         });
@@ -204,25 +199,23 @@ unsafe extern "C-unwind" fn remove_allocation(this: Id, cmd: Sel, allocation: Id
     .unwrap_or(Action::PassThrough);
     match action {
         Action::Skip => {}
-        // SAFETY: as above.
-        Action::PassThrough => unsafe { orig(this, cmd, allocation) },
+        // SAFETY: the caller's own arguments, passed on to the original.
+        Action::PassThrough => unsafe { orig.call(this, cmd, allocation) },
         Action::PassThroughInGate(pass) => {
-            // SAFETY: as above.
-            unsafe { orig(this, cmd, allocation) };
+            // SAFETY: the caller's own arguments, passed on to the original.
+            unsafe { orig.call(this, cmd, allocation) };
             drop(pass);
         }
     }
 }
 
 unsafe extern "C-unwind" fn set_commit(this: Id, cmd: Sel) {
-    let Some((_, imp)) = original(&SET_COMMIT, this) else {
+    let Some((_, orig)) = original(&SET_COMMIT, this) else {
         return;
     };
-    // SAFETY: original IMP of the residency set's `commit` (`void (id, SEL)`).
-    let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let Some(guard) = guard().filter(|g| g.config().residency == ResidencyPolicy::Defer) else {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd) };
     };
     let depth = DepthGuard::enter(HookFamily::Residency);
     let pass = if depth.outermost() {
@@ -230,7 +223,7 @@ unsafe extern "C-unwind" fn set_commit(this: Id, cmd: Sel) {
     } else {
         None
     };
-    // SAFETY: as above.
-    unsafe { orig(this, cmd) };
+    // SAFETY: the caller's own arguments, passed on to the original.
+    unsafe { orig.call(this, cmd) };
     drop(pass);
 }
