@@ -204,6 +204,19 @@ impl Guard {
         pass
     }
 
+    /// A backend without command-buffer tracking (CUDA) queued GPU work with
+    /// a completion signal: counted as a commit.
+    #[inline]
+    pub fn count_commit(&self) {
+        self.stats.commits_tracked.fetch_add(1, Relaxed);
+    }
+
+    /// That work's completion signal ran.
+    #[inline]
+    pub fn count_completion(&self) {
+        self.stats.completions.fetch_add(1, Relaxed);
+    }
+
     /// Our completion handler ran for `cb`.
     #[inline]
     pub fn on_command_buffer_completed(&'static self, cb: usize) {

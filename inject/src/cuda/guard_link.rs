@@ -176,14 +176,14 @@ pub fn freed(freed: Option<(MemoryKind, u64)>) {
 #[inline]
 pub fn commit_queued() {
     if let Some(g) = guard() {
-        g.stats().commits_tracked.fetch_add(1, Ordering::Relaxed);
+        g.count_commit();
     }
 }
 
 #[inline]
 pub fn commit_completed() {
     if let Some(g) = guard() {
-        g.stats().completions.fetch_add(1, Ordering::Relaxed);
+        g.count_completion();
     }
 }
 
