@@ -542,6 +542,36 @@ fn round(device: Id, queue: Id, set: Id, i: usize) {
 use crate::objc_runtime::Id;
 
 const CHILD: &str = "METALGUARD_HOT_PATH_TEST_CHILD";
+/// The child fills the removal ring's window instead.
+const RING_FULL: &str = "METALGUARD_HOT_PATH_TEST_RING_FULL";
+
+/// The same removal requested again and again while the reaper waits (its
+/// grace period never ends): the ring's window for that pair fills, and the
+/// next removal is performed at once, on the caller's thread, without heap
+/// allocation; the reaper performs the queued ones at exit.
+fn full_ring(device: Id, set: Id, guard: &'static crate::guard::Guard) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let buf = fake::new_buffer(device, 4096);
+    fake::send_object(set, c"addAllocation:", buf);
+    let window = crate::removal_ring::PROBE;
+    for _ in 0..window {
+        fake::send_object(set, c"removeAllocation:", buf);
+    }
+    assert_eq!(guard.pending_removals(), window as u64);
+    assert_eq!(fake::REMOVALS_PERFORMED.load(SeqCst), 0, "all deferred");
+    let before = allocations();
+    fake::send_object(set, c"removeAllocation:", buf);
+    assert_eq!(allocations() - before, 0, "the fallback allocates nothing");
+    assert_eq!(guard.stats().removal_ring_full.load(SeqCst), 1);
+    assert_eq!(
+        fake::REMOVALS_PERFORMED.load(SeqCst),
+        1,
+        "performed at once"
+    );
+    assert_eq!(guard.pending_removals(), window as u64);
+    assert_eq!(fake::LOCK_VIOLATIONS.load(SeqCst), 0);
+    println!("hot_path_ok ring_full");
+}
 
 /// The child process's body (a no-op unless run as the child).
 #[test]
@@ -564,6 +594,9 @@ fn hooks_in_this_process() {
         "a mismatching method was hooked"
     );
     let set = fake::new_residency_set(device);
+    if std::env::var_os(RING_FULL).is_some() {
+        return full_ring(device, set, guard);
+    }
     // Warm-up: first sightings of each class, the writer and reaper threads.
     for i in 0..4 {
         round(device, queue, set, i);
@@ -628,24 +661,23 @@ fn the_real_hooks_allocate_nothing_and_hold_no_lock_across_the_original() {
         ("off", "observer"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "hot_path_allocations::hooks_in_this_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .env("METALGUARD_RESIDENCY", residency)
-            .env("METALGUARD_MODE", mode)
-            .env("METALGUARD_BREADCRUMB_PATH", dir.path().join("bc.log"))
-            // Large buffers count towards a load, but never complete a burst.
-            .env("METALGUARD_BURST_N", "1000000000")
-            .env("METALGUARD_GATE", "off")
-            .env("METALGUARD_RESIDENCY_GRACE_MS", "1")
-            .env_remove("METALGUARD_DISABLED")
-            .output()
-            .unwrap();
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "hot_path_allocations::hooks_in_this_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("METALGUARD_RESIDENCY", residency)
+        .env("METALGUARD_MODE", mode)
+        .env("METALGUARD_BREADCRUMB_PATH", dir.path().join("bc.log"))
+        // Large buffers count towards a load, but never complete a burst.
+        .env("METALGUARD_BURST_N", "1000000000")
+        .env("METALGUARD_GATE", "off")
+        .env("METALGUARD_RESIDENCY_GRACE_MS", "1")
+        .env_remove("METALGUARD_DISABLED");
+        let out = output_within(cmd, std::time::Duration::from_secs(120));
         let text = format!(
             "{}\n{}",
             String::from_utf8_lossy(&out.stdout),
@@ -656,6 +688,64 @@ fn the_real_hooks_allocate_nothing_and_hold_no_lock_across_the_original() {
             "residency={residency} mode={mode}:\n{text}"
         );
     }
+}
+
+/// Runs the child, killing it after `limit` (a hang fails the test).
+fn output_within(mut cmd: Command, limit: std::time::Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the child hung for {limit:?}:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_full_ring_performs_the_removal_at_once() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "hot_path_allocations::hooks_in_this_process",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD, "1")
+    .env(RING_FULL, "1")
+    .env("METALGUARD_RESIDENCY", "defer")
+    .env("METALGUARD_MODE", "defensive")
+    .env("METALGUARD_BREADCRUMB_PATH", dir.path().join("bc.log"))
+    .env("METALGUARD_GATE", "off")
+    .env("METALGUARD_RESIDENCY_GRACE_MS", "600000")
+    .env("METALGUARD_RESIDENCY_MAX_DEFER_MS", "600000")
+    .env("METALGUARD_EXIT_DRAIN_S", "0.2")
+    .env_remove("METALGUARD_DISABLED");
+    let out = output_within(cmd, std::time::Duration::from_secs(120));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("hot_path_ok ring_full"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -660,6 +660,19 @@ fn run_bounded(scenario: &str, limit: std::time::Duration) -> Run {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Read both pipes while waiting, so a chatty child never blocks on them.
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out_pipe, &mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err_pipe, &mut v);
+        v
+    });
     let start = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -667,16 +680,20 @@ fn run_bounded(scenario: &str, limit: std::time::Duration) -> Run {
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+            let _ = child.wait();
             panic!(
                 "{scenario} hung for {limit:?}; stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&out_reader.join().unwrap()),
+                String::from_utf8_lossy(&err_reader.join().unwrap())
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let out = child.wait_with_output().unwrap();
+    let out = std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let values = stdout
         .lines()
@@ -711,8 +728,8 @@ fn a_forked_child_keeps_working_and_exits_cleanly() {
     let r = run_bounded("fork", std::time::Duration::from_secs(60));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(r.get("children_ok"), "6", "{}", r.stderr);
-    // The child's durable lines reach the disk before the call returns: it
-    // has a writer of its own (the parent's stayed in the parent).
+    // The child's lines reach the disk while it runs: it has a writer of its
+    // own (the parent's stayed in the parent).
     assert_eq!(r.get("child_saw_own_pre"), "1", "{}", r.stderr);
     assert!(
         !r.stderr.contains("child_saw_own_pre=0"),

@@ -169,9 +169,8 @@ static void some_work(id<ProbeMethods> dev, id<ProbeMethods> queue, id<ProbeMeth
   if (big) [big release];
 }
 
-/* Whether the log already holds this process's refusal PRE: a durable line
- * is on disk when the call that wrote it returns. */
-static int saw_own_refusal(void) {
+/* Whether the log holds this process's refusal PRE. */
+static int log_has_own_refusal(void) {
   const char *path = getenv("METALGUARD_BREADCRUMB_PATH");
   FILE *f = path ? fopen(path, "r") : NULL;
   if (!f) return 0;
@@ -182,6 +181,16 @@ static int saw_own_refusal(void) {
     if (strstr(line, "SUBPROC_PRE: allocation_refusal") && strstr(line, want)) seen = 1;
   fclose(f);
   return seen;
+}
+
+/* Whether this process's refusal PRE reaches the log while it runs (its own
+ * writer wrote it), waiting up to 3 s for a slow disk. */
+static int saw_own_refusal(void) {
+  for (int i = 0; i < 300; i++) {
+    if (log_has_own_refusal()) return 1;
+    usleep(10 * 1000);
+  }
+  return 0;
 }
 
 static volatile int g_busy_stop;
