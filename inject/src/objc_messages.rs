@@ -12,6 +12,7 @@
 //! Depends on `objc_runtime` only: the hooks and the reaper both use it.
 
 use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
+use crate::typed_imp::{Method1, TypedImp};
 use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
@@ -103,11 +104,28 @@ impl ClassImpCache {
 static RETAIN: ClassImpCache = ClassImpCache::new(c"retain");
 static RELEASE: ClassImpCache = ClassImpCache::new(c"release");
 static LENGTH: ClassImpCache = ClassImpCache::new(c"length");
+static ADD_COMPLETED_HANDLER: ClassImpCache = ClassImpCache::new(c"addCompletedHandler:");
+
+/// `addCompletedHandler:` of `cls` (cached per class) and its selector;
+/// `None` if the class does not respond.
+#[inline]
+pub fn completed_handler_adder(
+    rt: &ObjcRuntime,
+    cls: Class,
+) -> Option<(TypedImp<Method1<(), *mut c_void>>, Sel)> {
+    let imp = ADD_COMPLETED_HANDLER.imp(rt, cls)?;
+    // SAFETY: `addCompletedHandler:` is
+    // `void (id, SEL, MTLCommandBufferHandler)`, the handler a block pointer.
+    Some((
+        unsafe { TypedImp::assume(imp) },
+        ADD_COMPLETED_HANDLER.sel.get(rt),
+    ))
+}
 
 /// Interns the selectors of the cached sends (at install, so the first
 /// hooked call does not).
 pub fn warm_up(rt: &ObjcRuntime) {
-    for cache in [&RETAIN, &RELEASE, &LENGTH] {
+    for cache in [&RETAIN, &RELEASE, &LENGTH, &ADD_COMPLETED_HANDLER] {
         cache.sel.get(rt);
     }
 }

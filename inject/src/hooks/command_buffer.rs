@@ -12,8 +12,7 @@ use crate::completion_block::completion_block;
 use crate::depth::{self, DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
-use crate::objc_messages::CachedSel;
-use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
+use crate::objc_runtime::{Id, ObjcRuntime, Sel};
 use crate::typed_imp::Method0;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,9 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 pub static COMMIT: HookSlot<Method0<()>> = HookSlot::new(c"commit", "v@:");
 pub static WAIT_UNTIL_COMPLETED: HookSlot<Method0<()>> =
     HookSlot::new(c"waitUntilCompleted", "v@:");
-static ADD_COMPLETED_HANDLER: CachedSel = CachedSel::new(c"addCompletedHandler:");
-
-type AddHandler = unsafe extern "C-unwind" fn(Id, Sel, *mut c_void);
 
 static LATE_EXIT_HOOK: AtomicBool = AtomicBool::new(false);
 
@@ -49,18 +45,17 @@ pub fn on_created(guard: &'static Guard, cb: Id) {
     let Some(block) = completion_block(on_completed) else {
         return;
     };
-    let sel = ADD_COMPLETED_HANDLER.get(rt);
-    if !rt.responds(cls, sel) || !guard.track_command_buffer(cb as usize) {
+    let Some((add, sel)) = crate::objc_messages::completed_handler_adder(rt, cls) else {
+        return;
+    };
+    if !guard.track_command_buffer(cb as usize) {
         return;
     }
-    let imp = rt.imp(cls, sel);
-    // SAFETY: `addCompletedHandler:` is `void (id, SEL, block)`; `block` is
-    // our heap block (a live, process-long Block_copy result), which the
-    // driver copies (takes a reference to) and releases after calling it.
-    unsafe {
-        let add: AddHandler = std::mem::transmute::<Imp, _>(imp);
-        add(cb, sel, block);
-    }
+    // SAFETY: `cb` is the live command buffer the driver just returned;
+    // `block` is our heap block (a live, process-long Block_copy result),
+    // which the driver copies (takes a reference to) and releases after
+    // calling it.
+    unsafe { add.call(cb, sel, block) };
 }
 
 /// Our completion handler's body (the block's invoke function).

@@ -75,8 +75,8 @@ unsafe extern "C-unwind" fn new_buffer_with_length(
     let Some((_, orig)) = original(&NEW_BUFFER_WITH_LENGTH, this) else {
         return std::ptr::null_mut();
     };
+    // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
     allocate(length as u64, "newBufferWithLength:options:", || unsafe {
-        // SAFETY: see above.
         orig.call(this, cmd, length, options)
     })
 }
@@ -94,10 +94,8 @@ unsafe extern "C-unwind" fn new_buffer_with_bytes(
     allocate(
         length as u64,
         "newBufferWithBytes:length:options:",
-        || unsafe {
-            // SAFETY: see above; arguments unchanged.
-            orig.call(this, cmd, bytes, length, options)
-        },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd, bytes, length, options) },
     )
 }
 
@@ -115,10 +113,8 @@ unsafe extern "C-unwind" fn new_buffer_no_copy(
     allocate(
         length as u64,
         "newBufferWithBytesNoCopy:length:options:deallocator:",
-        || unsafe {
-            // SAFETY: see above; arguments unchanged.
-            orig.call(this, cmd, pointer, length, options, deallocator)
-        },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd, pointer, length, options, deallocator) },
     )
 }
 
@@ -145,6 +141,7 @@ unsafe extern "C-unwind" fn new_heap(this: Id, cmd: Sel, descriptor: Id) -> Id {
     };
     create(
         "newHeapWithDescriptor:",
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
         || unsafe { orig.call(this, cmd, descriptor) },
         super::heap::install,
     )
@@ -156,6 +153,7 @@ unsafe extern "C-unwind" fn new_command_queue(this: Id, cmd: Sel) -> Id {
     };
     create(
         "newCommandQueue",
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
         || unsafe { orig.call(this, cmd) },
         super::queue::install,
     )
@@ -167,6 +165,7 @@ unsafe extern "C-unwind" fn new_command_queue_max(this: Id, cmd: Sel, count: usi
     };
     create(
         "newCommandQueueWithMaxCommandBufferCount:",
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
         || unsafe { orig.call(this, cmd, count) },
         super::queue::install,
     )
@@ -183,6 +182,7 @@ unsafe extern "C-unwind" fn new_residency_set(
     };
     create(
         "newResidencySetWithDescriptor:error:",
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
         || unsafe { orig.call(this, cmd, descriptor, error) },
         super::residency_set::install,
     )

@@ -32,11 +32,11 @@ unsafe extern "C-unwind" fn heap_new_buffer(
         return std::ptr::null_mut();
     };
     let Some(guard) = guard() else {
-        // SAFETY: as above, arguments unchanged.
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
         return unsafe { orig.call(this, cmd, length, options) };
     };
     let depth = DepthGuard::enter(HookFamily::Allocation);
-    // SAFETY: as above, arguments unchanged.
+    // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
     let buffer = unsafe { orig.call(this, cmd, length, options) };
     if depth.outermost() {
         super::buffer::record_allocation(
