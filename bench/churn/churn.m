@@ -10,11 +10,16 @@
  *          commit, waitUntilCompleted, release (hooks: allocation, command
  *          buffer creation + our completion handler, commit,
  *          waitUntilCompleted, dealloc)
+ *   residency  addAllocation:, commit, removeAllocation:, commit on a residency
+ *          set, over 64 buffers in turn (hooks: the three residency hooks; with
+ *          the default METALGUARD_RESIDENCY=defer, the removal is queued for
+ *          the reaper and the next add of that buffer cancels it)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <objc/runtime.h>
 
 #include "sim_metal.h"
 
@@ -26,7 +31,7 @@ static double now_ns(void) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: churn alloc|cycle ITERATIONS\n");
+    fprintf(stderr, "usage: churn alloc|cycle|residency ITERATIONS\n");
     return 2;
   }
   long n = atol(argv[2]);
@@ -67,6 +72,33 @@ int main(int argc, char **argv) {
       [cb waitUntilCompleted];
       [cb release];
       [b release];
+    }
+  } else if (strcmp(argv[1], "residency") == 0) {
+    Class set_desc_class = objc_getClass("MTLResidencySetDescriptor");
+    id<SimMTLDescriptors> desc = [[set_desc_class alloc] init];
+    [desc setInitialCapacity:64];
+    id error = nil;
+    id<SimMTLResidencySet> set = [dev newResidencySetWithDescriptor:desc error:&error];
+    if (set == nil) {
+      fprintf(stderr, "churn: no residency set\n");
+      return 1;
+    }
+    id bufs[64];
+    for (int i = 0; i < 64; i++) bufs[i] = [dev newBufferWithLength:4096 options:opts];
+    /* Warm-up of the residency hooks (and the reaper's start). */
+    for (int i = 0; i < 64; i++) {
+      [set addAllocation:bufs[i]];
+      [set commit];
+      [set removeAllocation:bufs[i]];
+      [set commit];
+    }
+    t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+      id b = bufs[i & 63];
+      [set addAllocation:b];
+      [set commit];
+      [set removeAllocation:b];
+      [set commit];
     }
   } else {
     fprintf(stderr, "churn: unknown mode %s\n", argv[1]);

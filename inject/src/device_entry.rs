@@ -46,9 +46,9 @@ pub(crate) fn on_devices_copied(array: Id) {
         let Some(rt) = ObjcRuntime::get() else {
             return;
         };
-        let count = hooks::send_u64(rt, array, c"count").unwrap_or(0);
+        let count = crate::objc_messages::send_u64(rt, array, c"count").unwrap_or(0);
         for i in 0..count.min(64) {
-            let device = hooks::object_at_index(rt, array, i);
+            let device = crate::objc_messages::object_at_index(rt, array, i);
             if !device.is_null() {
                 hook_device(device);
             }
@@ -72,16 +72,17 @@ fn hook_device(device: Id) {
 
 fn first_device(guard: &'static Guard, rt: &ObjcRuntime, device: Id) {
     quiet_panic_messages();
-    if guard.config.gate_enabled {
+    if guard.config().gate_enabled {
         apply_gate(guard);
     }
-    let _ = guard.sink.start_writer(WRITER_TICK, move || guard.tick());
-    for w in &guard.config.warnings {
+    let _ = guard.sink().start_writer(WRITER_TICK, move || guard.tick());
+    for w in &guard.config().warnings {
         eprintln!("metal-guard: {w}");
     }
-    let working_set = hooks::send_u64(rt, device, c"recommendedMaxWorkingSetSize").unwrap_or(0);
+    let working_set =
+        crate::objc_messages::send_u64(rt, device, c"recommendedMaxWorkingSetSize").unwrap_or(0);
     guard.set_working_set(working_set);
-    guard.sink.write_now(
+    guard.sink().write_now(
         "GUARD_ACTIVE",
         guard.mode_name(),
         &[
@@ -89,22 +90,22 @@ fn first_device(guard: &'static Guard, rt: &ObjcRuntime, device: Id) {
             ("device_class", rt.class_name(rt.class_of(device))),
             (
                 "residency",
-                format!("{:?}", guard.config.residency).to_lowercase(),
+                format!("{:?}", guard.config().residency).to_lowercase(),
             ),
-            ("retain", guard.config.retain_references.to_string()),
+            ("retain", guard.config().retain_references.to_string()),
             (
                 "cadence",
-                format!("{:?}", guard.config.cadence.mode).to_lowercase(),
+                format!("{:?}", guard.config().cadence.mode).to_lowercase(),
             ),
             (
                 "exit_drain_ms",
                 guard
-                    .config
+                    .config()
                     .exit_drain
                     .map_or(0, |d| d.as_millis())
                     .to_string(),
             ),
-            ("config_warnings", guard.config.warnings.len().to_string()),
+            ("config_warnings", guard.config().warnings.len().to_string()),
         ],
         false,
     );
@@ -139,18 +140,18 @@ fn apply_gate(guard: &Guard) {
             HandoffOutcome::Overridden => "overridden",
             HandoffOutcome::FailedOpen => "failed_open",
         };
-        guard.sink.write_now(
+        guard.sink().write_now(
             "GUARD_GATE",
             "decided_by_launcher",
             &[("outcome", outcome.into())],
             false,
         );
-        guard.sink.post(Event::new("GUARD_GATE", "checked"));
+        guard.sink().post(Event::new("GUARD_GATE", "checked"));
         return;
     }
     if metal_guard_core::env_vars::flag(&env, "METALGUARD_PANIC_GATE_DISABLED") {
         // Switched off: not even the report folders are read.
-        guard.sink.post(Event::new("GUARD_GATE", "checked"));
+        guard.sink().post(Event::new("GUARD_GATE", "checked"));
         return;
     }
     let decision = start_gate::decide(
@@ -165,11 +166,11 @@ fn apply_gate(guard: &Guard) {
         StartOutcome::Proceed => {}
         StartOutcome::FailedOpen { error } => {
             guard
-                .sink
+                .sink()
                 .write_now("GUARD_GATE", "failed_open", &[("error", error)], true);
         }
         StartOutcome::Overridden { reason, .. } => {
-            guard.sink.write_now(
+            guard.sink().write_now(
                 "GUARD_GATE",
                 "overridden",
                 &[("reason", reason), ("by", format!("{FORCE_VAR}=1"))],
@@ -186,7 +187,7 @@ fn apply_gate(guard: &Guard) {
                     "observer mode: continuing."
                 }
             );
-            guard.sink.write_now(
+            guard.sink().write_now(
                 "GUARD_GATE",
                 if acts {
                     "blocked_exit_10"
@@ -203,5 +204,5 @@ fn apply_gate(guard: &Guard) {
             }
         }
     }
-    guard.sink.post(Event::new("GUARD_GATE", "checked"));
+    guard.sink().post(Event::new("GUARD_GATE", "checked"));
 }

@@ -1,24 +1,65 @@
-//! Lever (c): at process exit, wait (bounded, default 10 s) for command
-//! buffers still in flight, then perform the residency removals still
-//! queued, before the rest of exit-time teardown frees what the GPU uses.
+//! The one exit drain of both backends (lever (c)): at process exit, wait
+//! (bounded, default 10 s) for GPU work still in flight, perform the
+//! residency removals still queued (Metal), close the load/unload sections
+//! still open, write the rest of the breadcrumbs and the one summary.
 //!
-//! `atexit` handlers run in reverse order of registration, so the drain is
-//! registered at the first device and again at the first commit, after the
-//! application's own exit-time teardown is registered; it runs once.
+//! Metal registers it at the first device and again at the first commit
+//! (`atexit` handlers run in reverse order of registration, so the drain
+//! runs before the application's own exit-time teardown registered before
+//! it); the CUDA backend registers it when its chain activates, with a
+//! [`Backend`] that says how much of its work is in flight and writes its
+//! own counters after the summary. It runs once.
+//!
+//! Observer mode must not change the outcome: it waits for nothing and
+//! syncs nothing (an fsync would give in-flight work the time to finish).
 
-use crate::guard::guard;
+use crate::guard::{guard, Guard};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 use std::time::{Duration, Instant};
 
 static DRAINED: AtomicBool = AtomicBool::new(false);
 
-/// Registers the drain with `atexit` (again: the latest registration runs first).
-pub fn register() {
-    // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds.
-    unsafe {
-        libc::atexit(at_exit);
-    }
+/// What the drain found and did, for a backend's own summary.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainReport {
+    /// GPU work in flight when the drain began.
+    pub in_flight_at_exit: u64,
+    /// `none` (nothing in flight, or the drain is off), `drained`,
+    /// `timed_out` or `observed_only`.
+    pub outcome: &'static str,
+}
+
+/// A backend other than Metal (whose state the guard itself holds).
+pub struct Backend {
+    /// Its `backend=` field on the drain's lines.
+    pub name: &'static str,
+    /// Its GPU work in flight now.
+    pub in_flight: fn() -> u64,
+    /// Writes its own summary line after the guard's.
+    pub summary: fn(&Guard, &DrainReport),
+}
+
+static BACKEND: AtomicPtr<Backend> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Registers the drain with `atexit` (again: the latest registration runs
+/// first). `false`: `atexit` refused it.
+pub fn register() -> bool {
+    // SAFETY: `at_exit` is an `extern "C" fn()` that never unwinds and lives
+    // as long as the process (this library is never unloaded).
+    unsafe { libc::atexit(at_exit) == 0 }
+}
+
+/// Registers `backend` (its work counts as in flight) and the drain.
+pub fn register_backend(backend: &'static Backend) -> bool {
+    BACKEND.store(backend as *const Backend as *mut Backend, Release);
+    register()
+}
+
+fn backend() -> Option<&'static Backend> {
+    let p = BACKEND.load(Acquire);
+    // SAFETY: only ever a `&'static Backend` (see `register_backend`).
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 extern "C" fn at_exit() {
@@ -32,66 +73,81 @@ fn drain() {
     let Some(guard) = guard() else {
         return;
     };
-    let in_flight = guard.watermark.in_flight();
-    let pending = guard.reaper.pending();
-    if let Some(limit) = guard.config.exit_drain {
+    let backend = backend();
+    let in_flight_now = || guard.in_flight() + backend.map_or(0, |b| (b.in_flight)());
+    let backend_field = || backend.map(|b| ("backend", b.name.to_string()));
+    let sink = guard.sink();
+    sink.begin_exit();
+    let in_flight = in_flight_now();
+    let pending = guard.pending_removals();
+    let mut outcome = "none";
+    if let Some(limit) = guard.config().exit_drain {
         if in_flight > 0 || pending > 0 {
-            // Observer mode must not change the outcome, and an fsync here
-            // would give in-flight work the time to finish: log, no sync.
             let durable = guard.acts();
-            guard.sink.write_now(
+            let mut fields: Vec<(&str, String)> = backend_field().into_iter().collect();
+            fields.extend([
+                ("in_flight", in_flight.to_string()),
+                ("pending_removals", pending.to_string()),
+                ("limit_ms", limit.as_millis().to_string()),
+                ("mode", guard.mode_name().to_string()),
+            ]);
+            sink.write_now(
                 metal_guard_core::breadcrumbs::TAG_PRE,
                 "exit_drain",
-                &[
-                    ("in_flight", in_flight.to_string()),
-                    ("pending_removals", pending.to_string()),
-                    ("limit_ms", limit.as_millis().to_string()),
-                    ("mode", guard.mode_name().to_string()),
-                ],
+                &fields,
                 durable,
             );
             let start = Instant::now();
             let mut removed = 0;
             if guard.acts() {
-                while guard.watermark.in_flight() > 0 && start.elapsed() < limit {
+                while in_flight_now() > 0 && start.elapsed() < limit {
                     std::thread::sleep(Duration::from_micros(500));
                 }
-                let left = limit.saturating_sub(start.elapsed());
-                removed = guard
-                    .reaper
-                    .run_batch(guard, left.max(Duration::from_millis(1)), true);
+                if guard.pending_removals() > 0 {
+                    let left = limit.saturating_sub(start.elapsed());
+                    removed = guard.run_removal_batch(left.max(Duration::from_millis(1)), true);
+                }
             }
-            let remaining = guard.watermark.in_flight();
+            let remaining = in_flight_now();
             if remaining > 0 && guard.acts() {
                 eprintln!(
-                    "metal-guard: {remaining} GPU command buffer(s) still running after waiting {} ms at exit; continuing teardown (METALGUARD_EXIT_DRAIN_S sets the wait).",
+                    "metal-guard: {remaining} GPU {} still running after waiting {} ms at exit; continuing teardown (METALGUARD_EXIT_DRAIN_S sets the wait).",
+                    if backend.is_some() { "completion(s)" } else { "command buffer(s)" },
                     limit.as_millis()
                 );
             }
-            guard.sink.write_now(
+            outcome = if !guard.acts() {
+                "observed_only"
+            } else if remaining == 0 {
+                "drained"
+            } else {
+                "timed_out"
+            };
+            let mut fields: Vec<(&str, String)> = backend_field().into_iter().collect();
+            fields.extend([
+                ("waited_ms", start.elapsed().as_millis().to_string()),
+                ("in_flight_left", remaining.to_string()),
+                ("removals_performed", removed.to_string()),
+                ("outcome", outcome.to_string()),
+            ]);
+            sink.write_now(
                 metal_guard_core::breadcrumbs::TAG_POST,
                 "exit_drain",
-                &[
-                    ("waited_ms", start.elapsed().as_millis().to_string()),
-                    ("in_flight_left", remaining.to_string()),
-                    ("removals_performed", removed.to_string()),
-                    (
-                        "outcome",
-                        if !guard.acts() {
-                            "observed_only"
-                        } else if remaining == 0 {
-                            "drained"
-                        } else {
-                            "timed_out"
-                        }
-                        .to_string(),
-                    ),
-                ],
+                &fields,
                 durable,
             );
         }
     }
-    guard.sink.flush_queued();
+    sink.flush_queued();
     guard.close_sections_at_exit();
     guard.write_summary();
+    if let Some(b) = backend {
+        (b.summary)(
+            guard,
+            &DrainReport {
+                in_flight_at_exit: in_flight,
+                outcome,
+            },
+        );
+    }
 }

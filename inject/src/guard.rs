@@ -6,11 +6,11 @@ use crate::breadcrumb_sink::{BreadcrumbSink, Event};
 use crate::command_buffer_table::CommandBufferTable;
 use crate::cross_process_cadence;
 use crate::depth;
-use crate::reaper::Reaper;
+use crate::reaper::{Reaper, Removal, RemovalContext};
 use metal_guard_core::cadence::burst::{is_unload, BurstDetector};
 use metal_guard_core::cadence::rule::{decide, CadenceAction, CadenceMode, LoadHistory};
 use metal_guard_core::engine::ceiling::{CeilingVerdict, SizeCeiling};
-use metal_guard_core::engine::commit_gate::CommitGate;
+use metal_guard_core::engine::commit_gate::{CommitGate, CommitPass};
 use metal_guard_core::engine::config::{GuardConfig, Mode, TestFault};
 use metal_guard_core::engine::ledger::AllocationLedger;
 use metal_guard_core::engine::watermark::CommandBufferWatermark;
@@ -47,7 +47,19 @@ pub struct Stats {
     pub release_bursts: AtomicU64,
     pub hook_faults: AtomicU64,
     pub waits: AtomicU64,
+    /// Removals the ring had no room for (performed synchronously instead).
+    pub removal_ring_full: AtomicU64,
+    /// Residency calls that went on without waiting out a reaper batch
+    /// (it held the residency gate past `RESIDENCY_GATE_WAIT`).
+    pub residency_gate_timeouts: AtomicU64,
 }
+
+/// Longest an application residency call waits while the reaper performs a
+/// batch before it goes on anyway (fail open).
+pub const RESIDENCY_GATE_WAIT: Duration = Duration::from_millis(100);
+/// Longest a removal the ring had no room for waits for the command buffers
+/// committed before it, on the application's thread, before it is performed.
+pub const FULL_RING_WAIT: Duration = Duration::from_millis(100);
 
 /// What an allocation hook does with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +72,11 @@ pub enum AllocDecision {
 const NONE: u64 = u64::MAX;
 
 pub struct Guard {
-    pub config: GuardConfig,
-    pub ledger: AllocationLedger,
+    config: GuardConfig,
+    /// `config.model_id` or `"unknown"`, leaked once: breadcrumb events
+    /// carry it without allocating.
+    model_name: &'static str,
+    ledger: AllocationLedger,
     max_single: AtomicU64,
     budget: AtomicU64,
     load_bursts: BurstDetector,
@@ -85,12 +100,15 @@ pub struct Guard {
     live_high_water: AtomicU64,
     /// Cadence stalls in progress (the load section stays open meanwhile).
     stalling: AtomicU64,
-    pub watermark: CommandBufferWatermark,
-    pub commit_gate: CommitGate,
-    pub command_buffers: CommandBufferTable,
-    pub sink: BreadcrumbSink,
-    pub stats: Stats,
-    pub reaper: Reaper,
+    watermark: CommandBufferWatermark,
+    commit_gate: CommitGate,
+    /// Closed by the reaper while it performs removals; the application's
+    /// residency calls hold a pass for the length of their original call.
+    residency_gate: CommitGate,
+    command_buffers: CommandBufferTable,
+    sink: BreadcrumbSink,
+    stats: Stats,
+    reaper: Reaper,
     epoch: Instant,
     first_fault_reported: AtomicBool,
 }
@@ -98,7 +116,15 @@ pub struct Guard {
 impl Guard {
     pub(crate) fn new(config: GuardConfig) -> Self {
         let sink = BreadcrumbSink::new(config.breadcrumb_path.clone(), config.breadcrumb_max_bytes);
+        let model_name: &'static str = Box::leak(
+            config
+                .model_id
+                .clone()
+                .unwrap_or_else(|| "unknown".into())
+                .into_boxed_str(),
+        );
         Guard {
+            model_name,
             ledger: AllocationLedger::new(),
             max_single: AtomicU64::new(NONE),
             budget: AtomicU64::new(NONE),
@@ -114,6 +140,7 @@ impl Guard {
             stalling: AtomicU64::new(0),
             watermark: CommandBufferWatermark::new(),
             commit_gate: CommitGate::new(),
+            residency_gate: CommitGate::new(),
             command_buffers: CommandBufferTable::new(),
             sink,
             stats: Stats::default(),
@@ -122,6 +149,183 @@ impl Guard {
             first_fault_reported: AtomicBool::new(false),
             config,
         }
+    }
+
+    /// The configuration read at load.
+    #[inline]
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The counters of the summary line.
+    #[inline]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The breadcrumb log.
+    #[inline]
+    pub fn sink(&self) -> &BreadcrumbSink {
+        &self.sink
+    }
+
+    /// Hands a breadcrumb to the writer thread (never blocks).
+    #[inline]
+    pub fn post(&self, event: Event) {
+        self.sink.post(event);
+    }
+
+    /// Command buffers committed and not yet completed.
+    #[inline]
+    pub fn in_flight(&self) -> u64 {
+        self.watermark.in_flight()
+    }
+
+    /// A new command buffer: tracked for its completion (`false`: table full).
+    #[inline]
+    pub fn track_command_buffer(&self, cb: usize) -> bool {
+        self.command_buffers.register(cb)
+    }
+
+    /// Before the original `commit` of command buffer `cb`: a pass through
+    /// the commit gate (none from a completion thread, which must never
+    /// wait), and its sequence number if it is tracked. The pass is an
+    /// atomic count, not a lock: it only makes the reaper wait for this
+    /// commit to return.
+    #[inline]
+    pub fn begin_commit(&self, cb: usize, from_completion_thread: bool) -> Option<CommitPass<'_>> {
+        let pass = (!from_completion_thread).then(|| self.commit_gate.enter());
+        if self.command_buffers.is_tracked(cb) {
+            let seq = self.watermark.begin_commit();
+            self.command_buffers.set_seq(cb, seq);
+            self.stats.commits_tracked.fetch_add(1, Relaxed);
+        }
+        pass
+    }
+
+    /// A backend without command-buffer tracking (CUDA) queued GPU work with
+    /// a completion signal: counted as a commit.
+    #[inline]
+    pub fn count_commit(&self) {
+        self.stats.commits_tracked.fetch_add(1, Relaxed);
+    }
+
+    /// That work's completion signal ran.
+    #[inline]
+    pub fn count_completion(&self) {
+        self.stats.completions.fetch_add(1, Relaxed);
+    }
+
+    /// Our completion handler ran for `cb`.
+    #[inline]
+    pub fn on_command_buffer_completed(&'static self, cb: usize) {
+        if let Some(seq) = self.command_buffers.complete(cb) {
+            self.watermark.complete(seq, self.now_ns());
+            self.stats.completions.fetch_add(1, Relaxed);
+            if self.reaper.pending() > 0 {
+                self.wake_reaper();
+            }
+        }
+    }
+
+    /// The sequence number of the last command buffer committed: the tag of
+    /// a removal requested now.
+    #[inline]
+    pub fn last_committed(&self) -> u64 {
+        self.watermark.last_committed()
+    }
+
+    /// Held by an application residency call (`defer` mode) across its
+    /// original call: the reaper performs removals only while no such call
+    /// is in progress. Waits at most [`RESIDENCY_GATE_WAIT`] while a batch
+    /// runs, then goes on without a pass (counted).
+    #[inline]
+    pub fn enter_residency_call(&self) -> Option<CommitPass<'_>> {
+        let pass = self.residency_gate.enter_within(RESIDENCY_GATE_WAIT);
+        if pass.is_none() {
+            self.stats.residency_gate_timeouts.fetch_add(1, Relaxed);
+        }
+        pass
+    }
+
+    /// Queues a deferred removal (lock-free) and, for the first one since
+    /// the ring was empty, wakes the reaper (later ones find it awake or
+    /// woken by completions); `Err` hands it back when the ring is full
+    /// (counted).
+    #[inline]
+    pub fn defer_removal(&'static self, removal: Removal) -> Result<(), Removal> {
+        match self.reaper.defer(removal) {
+            Ok(first) => {
+                self.stats.deferred_removals.fetch_add(1, Relaxed);
+                if first {
+                    self.wake_reaper();
+                }
+                Ok(())
+            }
+            Err(r) => {
+                self.stats.removal_ring_full.fetch_add(1, Relaxed);
+                Err(r)
+            }
+        }
+    }
+
+    /// Takes back the queued removal of `allocation` from `set`, if any.
+    #[inline]
+    pub fn cancel_removal(&self, set: usize, allocation: usize) -> Option<Removal> {
+        self.reaper.cancel(set, allocation)
+    }
+
+    /// Removals waiting for the reaper.
+    #[inline]
+    pub fn pending_removals(&self) -> u64 {
+        self.reaper.pending()
+    }
+
+    /// Waits (at most `limit`, never on a completion thread) until every
+    /// command buffer committed up to `tag` has completed; whether it has.
+    #[cold]
+    pub fn wait_for_completion_through(&self, tag: u64, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.watermark.completed_through() < tag {
+            if depth::is_completion_thread() || std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    #[inline]
+    fn wake_reaper(&'static self) {
+        self.reaper.wake(self.removal_context());
+    }
+
+    fn removal_context(&self) -> RemovalContext<'_> {
+        RemovalContext {
+            watermark: &self.watermark,
+            commit_gate: &self.commit_gate,
+            residency_gate: &self.residency_gate,
+            sink: &self.sink,
+            removal_batches: &self.stats.removal_batches,
+            grace_ns: self.config.residency_grace.as_nanos() as u64,
+            max_defer_ns: self.config.residency_max_defer.as_nanos() as u64,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Performs the queued removals now (exit drain), bounded by `limit`.
+    pub fn run_removal_batch(&self, limit: Duration, force: bool) -> usize {
+        self.reaper.run_batch(&self.removal_context(), limit, force)
+    }
+
+    /// In a forked child (its `pthread_atfork` handler; see
+    /// `fork_handling`): atomics only.
+    pub fn reset_after_fork(&self) {
+        self.sink.reset_after_fork();
+        self.reaper.reset_after_fork();
+        self.commit_gate.reset_after_fork();
+        self.residency_gate.reset_after_fork();
+        self.watermark.forget_in_flight_after_fork();
     }
 
     /// Monotonic nanoseconds since the guard was created.
@@ -156,10 +360,8 @@ impl Guard {
         self.stats.hook_faults.fetch_add(1, Relaxed);
         if !self.first_fault_reported.swap(true, Relaxed) {
             // The first one is written durably: it may explain what follows.
-            self.sink.write_durable(
-                "GUARD_FAULT",
-                hook,
-                &[("action", "fell_back_to_original".into())],
+            self.sink.post_durable(
+                Event::new("GUARD_FAULT", hook).with_text("action", "fell_back_to_original"),
             );
         } else {
             self.sink.post(
@@ -299,24 +501,39 @@ impl Guard {
             } => ("live_budget", requested, budget, live),
             CeilingVerdict::Allow => return AllocDecision::Proceed,
         };
-        let fields = [
-            ("bytes", requested.to_string()),
-            ("limit", limit.to_string()),
-            ("live", live.to_string()),
-            ("rule", rule.to_string()),
-            ("selector", selector.to_string()),
-            ("mode", self.mode_name().to_string()),
-        ];
-        self.sink.write_durable(
-            metal_guard_core::breadcrumbs::TAG_PRE,
-            "allocation_refusal",
-            &fields,
+        self.sink.post_durable(
+            Event::new(metal_guard_core::breadcrumbs::TAG_PRE, "allocation_refusal")
+                .with("bytes", requested)
+                .with("limit", limit)
+                .with("live", live)
+                .with_text("rule", rule)
+                .with_text("selector", selector)
+                .with_text("mode", self.mode_name()),
         );
         let action = if self.acts() {
             "returned_nil"
         } else {
             "observed_only"
         };
+        self.report_refusal(requested, rule, limit, live);
+        self.sink.post_durable(
+            Event::new(
+                metal_guard_core::breadcrumbs::TAG_POST,
+                "allocation_refusal",
+            )
+            .with_text("action", action),
+        );
+        if self.acts() {
+            AllocDecision::Refuse
+        } else {
+            AllocDecision::Proceed
+        }
+    }
+
+    /// The refusal on stderr, for the person running the program (cold:
+    /// formats on the heap, as `eprintln!` does).
+    #[cold]
+    fn report_refusal(&self, requested: u64, rule: &str, limit: u64, live: u64) {
         eprintln!(
             "metal-guard: {} a {} byte GPU allocation ({rule} limit {limit} bytes, {live} live); {}",
             if self.acts() { "refused" } else { "would refuse" },
@@ -327,16 +544,6 @@ impl Guard {
                 "observer mode: allocating anyway."
             }
         );
-        self.sink.write_durable(
-            metal_guard_core::breadcrumbs::TAG_POST,
-            "allocation_refusal",
-            &[("action", action.to_string())],
-        );
-        if self.acts() {
-            AllocDecision::Refuse
-        } else {
-            AllocDecision::Proceed
-        }
     }
 
     fn since(&self, stamp: &AtomicU64, now: u64) -> Option<u64> {
@@ -349,22 +556,14 @@ impl Guard {
     fn on_load_start(&self, now: u64) {
         self.stats.loads.fetch_add(1, Relaxed);
         self.first_load_done.store(true, Relaxed);
-        let model = self
-            .config
-            .model_id
-            .clone()
-            .unwrap_or_else(|| "unknown".into());
         // One PRE per open section: a load recognised while the previous
         // one's section is still open (its burst never went quiet) is
         // checked against the cadence but opens nothing new.
         if !self.load_open.swap(true, Relaxed) {
-            self.sink.write_durable(
-                metal_guard_core::breadcrumbs::TAG_PRE,
-                "model_load",
-                &[
-                    ("model", model),
-                    ("live", self.ledger.live_bytes().to_string()),
-                ],
+            self.sink.post_durable(
+                Event::new(metal_guard_core::breadcrumbs::TAG_PRE, "model_load")
+                    .with_text("model", self.model_name)
+                    .with("live", self.ledger.live_bytes()),
             );
         }
         let policy = self.config.cadence;
@@ -455,10 +654,9 @@ impl Guard {
         self.stats.release_bursts.fetch_add(1, Relaxed);
         self.reload_pending.store(true, Relaxed);
         if !self.unload_open.swap(true, Relaxed) {
-            self.sink.write_durable(
-                metal_guard_core::breadcrumbs::TAG_PRE,
-                "release_burst",
-                &[("live", self.ledger.live_bytes().to_string())],
+            self.sink.post_durable(
+                Event::new(metal_guard_core::breadcrumbs::TAG_PRE, "release_burst")
+                    .with("live", self.ledger.live_bytes()),
             );
         }
     }
@@ -540,6 +738,8 @@ impl Guard {
                 ("cadence_stalls", v(&s.cadence_stalls)),
                 ("hook_faults", v(&s.hook_faults)),
                 ("waits", v(&s.waits)),
+                ("removal_ring_full", v(&s.removal_ring_full)),
+                ("residency_gate_timeouts", v(&s.residency_gate_timeouts)),
                 ("peak_bytes", l.peak_bytes.to_string()),
                 ("largest", l.largest.to_string()),
                 ("allocations_per_sec", l.allocations_per_sec.to_string()),

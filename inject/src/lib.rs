@@ -15,7 +15,10 @@ pub mod depth;
 mod device_entry;
 #[cfg(target_os = "macos")]
 mod dyld_interpose;
+mod event_queue;
 mod exit_drain;
+mod fork_handling;
+pub mod fork_safe_lock;
 mod guard;
 mod hook_table;
 mod hooks;
@@ -23,9 +26,12 @@ mod hooks;
 mod hot_path_allocations;
 #[cfg(target_os = "linux")]
 mod ld_preload;
+mod objc_messages;
 mod objc_runtime;
 mod reaper;
+mod removal_ring;
 mod symbol_lookup;
+mod typed_imp;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod cuda;
@@ -81,6 +87,7 @@ fn constructor() {
         return;
     }
     guard::init(config);
+    fork_handling::install();
 }
 
 /// Appends one line with a single `write` on an `O_APPEND` descriptor: every

@@ -23,15 +23,15 @@ pub type Imp = *const c_void;
 pub type Method = *mut c_void;
 
 type ObjectGetClass = unsafe extern "C" fn(Id) -> Class;
-type SelRegisterName = unsafe extern "C" fn(*const c_char) -> Sel;
-type ClassGetMethodImplementation = unsafe extern "C" fn(Class, Sel) -> Imp;
-type ClassGetInstanceMethod = unsafe extern "C" fn(Class, Sel) -> Method;
-type ClassAddMethod = unsafe extern "C" fn(Class, Sel, Imp, *const c_char) -> u8;
-type MethodSetImplementation = unsafe extern "C" fn(Method, Imp) -> Imp;
-type MethodGetTypeEncoding = unsafe extern "C" fn(Method) -> *const c_char;
-type ClassGetSuperclass = unsafe extern "C" fn(Class) -> Class;
-type ClassGetName = unsafe extern "C" fn(Class) -> *const c_char;
-type ClassRespondsToSelector = unsafe extern "C" fn(Class, Sel) -> u8;
+pub(crate) type SelRegisterName = unsafe extern "C" fn(*const c_char) -> Sel;
+pub(crate) type ClassGetMethodImplementation = unsafe extern "C" fn(Class, Sel) -> Imp;
+pub(crate) type ClassGetInstanceMethod = unsafe extern "C" fn(Class, Sel) -> Method;
+pub(crate) type ClassAddMethod = unsafe extern "C" fn(Class, Sel, Imp, *const c_char) -> u8;
+pub(crate) type MethodSetImplementation = unsafe extern "C" fn(Method, Imp) -> Imp;
+pub(crate) type MethodGetTypeEncoding = unsafe extern "C" fn(Method) -> *const c_char;
+pub(crate) type ClassGetSuperclass = unsafe extern "C" fn(Class) -> Class;
+pub(crate) type ClassGetName = unsafe extern "C" fn(Class) -> *const c_char;
+pub(crate) type ClassRespondsToSelector = unsafe extern "C" fn(Class, Sel) -> u8;
 
 /// The runtime functions the hooks use.
 pub struct ObjcRuntime {
@@ -95,6 +95,28 @@ impl ObjcRuntime {
         })
     }
 
+    /// Unit tests: makes `functions` (a fake runtime) the process's runtime;
+    /// `false` if one was resolved already. Objects are read GCC-style
+    /// (the class is the first word).
+    #[cfg(test)]
+    pub(crate) fn install_fake(functions: FakeRuntimeFunctions) -> bool {
+        let f = functions;
+        RUNTIME
+            .set(Some(ObjcRuntime {
+                object_get_class: None,
+                sel_register_name: f.sel_register_name,
+                class_get_method_implementation: f.class_get_method_implementation,
+                class_get_instance_method: f.class_get_instance_method,
+                class_add_method: f.class_add_method,
+                method_set_implementation: f.method_set_implementation,
+                method_get_type_encoding: f.method_get_type_encoding,
+                class_get_superclass: f.class_get_superclass,
+                class_get_name: f.class_get_name,
+                class_responds_to_selector: f.class_responds_to_selector,
+            }))
+            .is_ok()
+    }
+
     /// The runtime, once a process has one loaded; `None` otherwise.
     pub fn get() -> Option<&'static ObjcRuntime> {
         RUNTIME.get_or_init(Self::resolve).as_ref()
@@ -145,6 +167,22 @@ impl ObjcRuntime {
         // the forwarding IMP when the class does not respond, which callers
         // rule out with `responds` first.
         unsafe { (self.class_get_method_implementation)(cls, sel) }
+    }
+
+    /// The type encoding of `cls`'s method for `sel` (own or inherited);
+    /// `None` if there is no method or the runtime keeps no encoding.
+    pub fn type_encoding(&self, cls: Class, sel: Sel) -> Option<&'static CStr> {
+        // SAFETY: registered class and interned selector.
+        let method = unsafe { (self.class_get_instance_method)(cls, sel) };
+        if method.is_null() {
+            return None;
+        }
+        // SAFETY: a method of a registered class; the runtime returns its
+        // NUL-terminated encoding, which lives as long as the method (the
+        // process: classes are never unloaded while we run).
+        let p = unsafe { (self.method_get_type_encoding)(method) };
+        // SAFETY: non-null, NUL-terminated, valid for the process.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) })
     }
 
     /// The class name, for breadcrumbs.
@@ -207,6 +245,20 @@ impl ObjcRuntime {
             Ok(original)
         }
     }
+}
+
+/// The functions of a fake runtime (unit tests, [`ObjcRuntime::install_fake`]).
+#[cfg(test)]
+pub(crate) struct FakeRuntimeFunctions {
+    pub sel_register_name: SelRegisterName,
+    pub class_get_method_implementation: ClassGetMethodImplementation,
+    pub class_get_instance_method: ClassGetInstanceMethod,
+    pub class_add_method: ClassAddMethod,
+    pub method_set_implementation: MethodSetImplementation,
+    pub method_get_type_encoding: MethodGetTypeEncoding,
+    pub class_get_superclass: ClassGetSuperclass,
+    pub class_get_name: ClassGetName,
+    pub class_responds_to_selector: ClassRespondsToSelector,
 }
 
 /// Why a method could not be hooked.

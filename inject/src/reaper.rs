@@ -2,19 +2,30 @@
 //! committed before them has completed, performed on a reaper thread.
 //!
 //! A removal is tagged with the sequence number of the last command buffer
-//! committed when it was requested. Once the watermark reaches the oldest
-//! tag, the reaper closes the commit gate (no new command buffer can prepare
-//! the set's allocations meanwhile), waits until nothing is in flight and
-//! the grace delay after the last completion has passed, then performs
-//! every pending `removeAllocation:` and one `commit` per set, and reopens
-//! the gate. Committing threads wait only while the gate is closed, a
-//! bounded time; completion threads never wait for anything here.
+//! committed when it was requested and queued in the lock-free
+//! [`RemovalRing`]. Once the watermark reaches the oldest tag, the reaper
+//! closes the commit gate (no new command buffer can prepare the set's
+//! allocations meanwhile), waits until nothing is in flight and the grace
+//! delay after the last completion has passed, then closes the residency
+//! gate (waits for the application's residency calls in progress to
+//! return; new ones wait, bounded, while it is closed), performs every
+//! queued `removeAllocation:` and one `commit` per set, and reopens both
+//! gates. No lock is held across anyone's call into Metal: the gates are
+//! atomic counters (`metal_guard_core::engine::commit_gate`).
+//!
+//! This module knows neither the guard nor the hooks: the guard hands it a
+//! [`RemovalContext`] and each queued removal carries the original IMPs it
+//! calls.
 
-use crate::guard::Guard;
+use crate::breadcrumb_sink::BreadcrumbSink;
+use crate::objc_messages::{object_release, CachedSel};
 use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
-use metal_guard_core::engine::watermark::PendingRemovals;
-use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::{Mutex, OnceLock};
+pub use crate::removal_ring::Removal;
+use crate::removal_ring::RemovalRing;
+use metal_guard_core::breadcrumbs::{TAG_POST, TAG_PRE};
+use metal_guard_core::engine::commit_gate::CommitGate;
+use metal_guard_core::engine::watermark::CommandBufferWatermark;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -26,28 +37,52 @@ const RETRY_PAUSE: Duration = Duration::from_millis(5);
 /// The reaper wakes at least this often while removals are pending.
 const IDLE_WAKE: Duration = Duration::from_millis(20);
 
-/// One deferred removal: the set, the allocation (both retained by us), and
-/// the original IMPs to call.
-#[derive(Debug, Clone, Copy)]
-pub struct Removal {
-    pub set: usize,
-    pub allocation: usize,
-    pub remove_imp: usize,
-    pub commit_imp: usize,
-    /// When it was deferred (the guard's monotonic clock).
-    pub queued_ns: u64,
-}
+static REMOVE_ALLOCATION: CachedSel = CachedSel::new(c"removeAllocation:");
+static COMMIT: CachedSel = CachedSel::new(c"commit");
 
 type VoidObjMethod = unsafe extern "C-unwind" fn(Id, Sel, Id);
 type VoidMethod = unsafe extern "C-unwind" fn(Id, Sel);
 
+/// What the reaper needs from the guard.
+#[derive(Clone, Copy)]
+pub struct RemovalContext<'a> {
+    pub watermark: &'a CommandBufferWatermark,
+    pub commit_gate: &'a CommitGate,
+    pub residency_gate: &'a CommitGate,
+    pub sink: &'a BreadcrumbSink,
+    pub removal_batches: &'a AtomicU64,
+    pub grace_ns: u64,
+    pub max_defer_ns: u64,
+    pub epoch: Instant,
+}
+
+impl RemovalContext<'_> {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn quiet(&self) -> bool {
+        self.watermark.in_flight() == 0
+            && self
+                .now_ns()
+                .saturating_sub(self.watermark.last_completion_ns())
+                >= self.grace_ns
+    }
+}
+
+const NOT_STARTED: u8 = 0;
+const STARTING: u8 = 1;
+const RUNNING: u8 = 2;
+/// Spawning failed: removals wait for the exit drain.
+const NO_THREAD: u8 = 3;
+
 pub struct Reaper {
-    pending: Mutex<PendingRemovals<Removal>>,
-    pending_count: AtomicU64,
-    thread: OnceLock<Thread>,
-    /// Serialises our calls into residency sets with the application's
-    /// (held around original residency calls in `defer` mode only).
-    pub residency_calls: Mutex<()>,
+    ring: RemovalRing,
+    thread_state: AtomicU8,
+    /// The running reaper's handle (leaked, one per start), for `unpark`.
+    thread: AtomicPtr<Thread>,
+    /// A batch is being performed (the thread's or the exit drain's).
+    batch_running: AtomicBool,
 }
 
 impl Default for Reaper {
@@ -56,76 +91,90 @@ impl Default for Reaper {
     }
 }
 
+struct BatchRunning<'a>(&'a AtomicBool);
+
+impl Drop for BatchRunning<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
+    }
+}
+
 impl Reaper {
     pub fn new() -> Self {
         Reaper {
-            pending: Mutex::new(PendingRemovals::default()),
-            pending_count: AtomicU64::new(0),
-            thread: OnceLock::new(),
-            residency_calls: Mutex::new(()),
+            ring: RemovalRing::new(),
+            thread_state: AtomicU8::new(NOT_STARTED),
+            thread: AtomicPtr::new(std::ptr::null_mut()),
+            batch_running: AtomicBool::new(false),
         }
     }
 
     /// Removals waiting.
     #[inline]
     pub fn pending(&self) -> u64 {
-        self.pending_count.load(Acquire)
+        self.ring.len()
     }
 
-    /// Queues a removal tagged `tag` and wakes the reaper.
-    pub fn defer(&self, guard: &'static Guard, tag: u64, removal: Removal) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tag, removal);
-        self.pending_count.fetch_add(1, Release);
-        self.wake(guard);
+    /// Queues a removal (lock-free, no allocation); `Ok(true)`: the first
+    /// one since the ring was empty (wake the reaper); `Err` hands it back
+    /// when the ring has no room for it.
+    #[inline]
+    pub fn defer(&self, removal: Removal) -> Result<bool, Removal> {
+        self.ring.push(removal)
     }
 
     /// Cancels a pending removal of `allocation` from `set` (the application
     /// added it back before we removed it). Returns it so the caller can
     /// drop our references; `None` when none was pending.
+    #[inline]
     pub fn cancel(&self, set: usize, allocation: usize) -> Option<Removal> {
-        if self.pending() == 0 {
-            return None;
-        }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let found = pending.remove_first(|r| r.set == set && r.allocation == allocation);
-        if found.is_some() {
-            self.pending_count.fetch_sub(1, Release);
-        }
-        found
+        self.ring.cancel(set, allocation)
     }
 
-    /// Wakes the reaper (completion path calls this only when removals wait).
+    /// Wakes the reaper, starting it the first time (and again in a forked
+    /// child, lazily).
     #[inline]
-    pub fn wake(&self, guard: &'static Guard) {
-        if let Some(t) = self.thread.get() {
-            t.unpark();
+    pub fn wake(&'static self, ctx: RemovalContext<'static>) {
+        let t = self.thread.load(Acquire);
+        if !t.is_null() {
+            // SAFETY: a leaked `Box<Thread>` published by `start`, never freed.
+            unsafe { &*t }.unpark();
             return;
         }
-        self.start(guard);
+        if self.thread_state.load(Acquire) == NOT_STARTED {
+            self.start(ctx);
+        }
     }
 
-    fn start(&self, guard: &'static Guard) {
-        let _ = self.thread.get_or_init(|| {
-            match std::thread::Builder::new()
-                .name("metal-guard-reaper".into())
-                .spawn(move || reaper_loop(guard))
-            {
-                Ok(h) => h.thread().clone(),
-                // No thread: removals are performed at exit (drain) instead.
-                Err(_) => std::thread::current(),
+    #[cold]
+    fn start(&'static self, ctx: RemovalContext<'static>) {
+        if self
+            .thread_state
+            .compare_exchange(NOT_STARTED, STARTING, AcqRel, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        match std::thread::Builder::new()
+            .name("metal-guard-reaper".into())
+            .spawn(move || reaper_loop(self, ctx))
+        {
+            Ok(h) => {
+                let handle = Box::into_raw(Box::new(h.thread().clone()));
+                self.thread.store(handle, Release);
+                self.thread_state.store(RUNNING, Release);
             }
-        });
+            // No thread: removals are performed at exit (drain) instead.
+            Err(_) => self.thread_state.store(NO_THREAD, Release),
+        }
     }
 
-    /// The tag and queue time of the oldest pending removal.
-    fn oldest(&self) -> Option<(u64, u64)> {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let tag = pending.front_tag()?;
-        let queued = pending.front().map_or(0, |r| r.queued_ns);
-        Some((tag, queued))
+    /// In a child process after `fork`: the reaper thread stayed in the
+    /// parent; the next wake starts a new one. Queued removals stay queued.
+    pub fn reset_after_fork(&self) {
+        self.thread.store(std::ptr::null_mut(), Release);
+        self.thread_state.store(NOT_STARTED, Release);
+        self.batch_running.store(false, Release);
     }
 
     /// One attempt at performing the pending removals; returns how many ran.
@@ -140,38 +189,40 @@ impl Reaper {
     /// `METALGUARD_RESIDENCY_MAX_DEFER_MS` under continuous GPU work (or at
     /// exit, `force`), it closes the gate first and waits for quiescence,
     /// bounded by `limit`.
-    pub fn run_batch(&self, guard: &Guard, limit: Duration, force: bool) -> usize {
-        let Some((tag, queued_ns)) = self.oldest() else {
+    pub fn run_batch(&self, ctx: &RemovalContext, limit: Duration, force: bool) -> usize {
+        let deadline = Instant::now() + limit;
+        while self.batch_running.swap(true, Acquire) {
+            // Another batch (the thread's, at exit): wait for it, bounded.
+            if !force || Instant::now() >= deadline {
+                return 0;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _running = BatchRunning(&self.batch_running);
+        let Some((tag, queued_ns)) = self.ring.oldest() else {
             return 0;
         };
-        let now = guard.now_ns();
-        let overdue =
-            now.saturating_sub(queued_ns) >= guard.config.residency_max_defer.as_nanos() as u64;
+        let overdue = ctx.now_ns().saturating_sub(queued_ns) >= ctx.max_defer_ns;
         let forced = force || overdue;
-        if !forced && guard.watermark.completed_through() < tag {
+        if !forced && ctx.watermark.completed_through() < tag {
             return 0;
         }
-        let grace = guard.config.residency_grace.as_nanos() as u64;
-        let quiet = |g: &Guard| {
-            g.watermark.in_flight() == 0
-                && g.now_ns().saturating_sub(g.watermark.last_completion_ns()) >= grace
-        };
-        if !forced && !quiet(guard) {
+        if !forced && !ctx.quiet() {
             return 0;
         }
-        let committed = guard.watermark.last_committed();
-        guard.sink.write_durable(
-            metal_guard_core::breadcrumbs::TAG_PRE,
+        let committed = ctx.watermark.last_committed();
+        ctx.sink.write_durable(
+            TAG_PRE,
             "residency_removal_batch",
             &[
                 ("pending", self.pending().to_string()),
-                ("in_flight", guard.watermark.in_flight().to_string()),
+                ("in_flight", ctx.watermark.in_flight().to_string()),
                 ("forced", forced.to_string()),
             ],
         );
         let post = |performed: usize, outcome: &str, in_flight: u64| {
-            guard.sink.write_durable(
-                metal_guard_core::breadcrumbs::TAG_POST,
+            ctx.sink.write_durable(
+                TAG_POST,
                 "residency_removal_batch",
                 &[
                     ("performed", performed.to_string()),
@@ -180,62 +231,67 @@ impl Reaper {
                 ],
             );
         };
-        let deadline = Instant::now() + limit;
-        if !guard.commit_gate.close(limit) {
-            post(0, "commit_in_progress", guard.watermark.in_flight());
+        let left = || deadline.saturating_duration_since(Instant::now());
+        if !ctx.commit_gate.close(left()) {
+            post(0, "commit_in_progress", ctx.watermark.in_flight());
             return 0;
         }
         if forced {
             // Gate closed: nothing new is committed. Wait for what is in
             // flight, then the grace period.
-            while !quiet(guard) {
+            while !ctx.quiet() {
                 if Instant::now() >= deadline {
-                    guard.commit_gate.open();
-                    post(0, "still_in_flight", guard.watermark.in_flight());
+                    ctx.commit_gate.open();
+                    post(0, "still_in_flight", ctx.watermark.in_flight());
                     return 0;
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }
-        } else if guard.watermark.last_committed() != committed || !quiet(guard) {
+        } else if ctx.watermark.last_committed() != committed || !ctx.quiet() {
             // A commit slipped in between the check and the gate: next time.
-            guard.commit_gate.open();
-            post(0, "new_commit", guard.watermark.in_flight());
+            ctx.commit_gate.open();
+            post(0, "new_commit", ctx.watermark.in_flight());
             return 0;
         }
         // With the gate closed this is exact: what was in flight as the
         // removals ran (zero).
-        let in_flight_at_removal = guard.watermark.in_flight();
-        let batch = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let all = pending.take_all();
-            self.pending_count.fetch_sub(all.len() as u64, Release);
-            all
-        };
+        let in_flight_at_removal = ctx.watermark.in_flight();
+        // The application's residency calls in progress return first; new
+        // ones wait (bounded) until the removals are done.
+        if !ctx
+            .residency_gate
+            .close(left().max(Duration::from_millis(1)))
         {
-            let _calls = self
-                .residency_calls
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            perform(&batch);
+            ctx.commit_gate.open();
+            post(0, "residency_call_in_progress", in_flight_at_removal);
+            return 0;
         }
-        guard.commit_gate.open();
+        let mut batch = Vec::with_capacity(self.pending() as usize);
+        self.ring.take_all(&mut batch);
+        perform(&batch);
+        ctx.residency_gate.open();
+        ctx.commit_gate.open();
         release_all(&batch);
-        guard.stats.removal_batches.fetch_add(1, Relaxed);
+        ctx.removal_batches.fetch_add(1, Relaxed);
         post(batch.len(), "done", in_flight_at_removal);
         batch.len()
     }
 }
 
-fn reaper_loop(guard: &'static Guard) {
+fn reaper_loop(reaper: &'static Reaper, ctx: RemovalContext<'static>) {
     loop {
-        if guard.reaper.pending() == 0 {
+        if reaper.pending() == 0 {
             std::thread::park();
             continue;
         }
-        if guard.reaper.run_batch(guard, QUIESCE_LIMIT, false) == 0 {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reaper.run_batch(&ctx, QUIESCE_LIMIT, false)
+        }))
+        .unwrap_or(0);
+        if ran == 0 {
             // Not ready yet: completions wake us; the timeout covers a
             // wake-up that raced with the check.
-            std::thread::park_timeout(if guard.reaper.pending() > 0 {
+            std::thread::park_timeout(if reaper.pending() > 0 {
                 RETRY_PAUSE
             } else {
                 IDLE_WAKE
@@ -248,8 +304,8 @@ fn perform(batch: &[Removal]) {
     let Some(rt) = ObjcRuntime::resolved() else {
         return;
     };
-    let remove_sel = rt.sel(c"removeAllocation:");
-    let commit_sel = rt.sel(c"commit");
+    let remove_sel = REMOVE_ALLOCATION.get(rt);
+    let commit_sel = COMMIT.get(rt);
     let mut committed: Vec<usize> = Vec::new();
     for r in batch {
         // SAFETY: `remove_imp` is the original IMP of `removeAllocation:` for
@@ -280,7 +336,7 @@ fn release_all(batch: &[Removal]) {
         return;
     };
     for r in batch {
-        crate::hooks::object_release(rt, r.allocation as Id);
-        crate::hooks::object_release(rt, r.set as Id);
+        object_release(rt, r.allocation as Id);
+        object_release(rt, r.set as Id);
     }
 }

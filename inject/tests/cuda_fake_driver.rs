@@ -562,3 +562,114 @@ fn dlsym_rtld_next_stays_relative_to_its_real_caller() {
         );
     }
 }
+
+/// A preloaded shim that counts `fsync`/`fdatasync` calls in the process
+/// and prints `fsync_calls=N` at the very end (after the guard's drain).
+fn fsync_counter() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = &built().dir;
+            let src = dir.join("fsync_counter.c");
+            std::fs::write(
+                &src,
+                r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdatomic.h>
+static atomic_long calls;
+int fsync(int fd) {
+    atomic_fetch_add(&calls, 1);
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
+int fdatasync(int fd) {
+    atomic_fetch_add(&calls, 1);
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+__attribute__((destructor)) static void report(void) {
+    dprintf(1, "\nfsync_calls=%ld\n", (long)atomic_load(&calls));
+}
+"#,
+            )
+            .unwrap();
+            let lib = dir.join("libfsync_counter.so");
+            gcc(&[
+                "-shared",
+                "-fPIC",
+                "-o",
+                lib.to_str().unwrap(),
+                src.to_str().unwrap(),
+                "-ldl",
+            ]);
+            lib
+        })
+        .clone()
+}
+
+#[test]
+fn a_normal_exit_closes_the_sections_still_open() {
+    // One load and its unload, then exit at once: both bursts are still
+    // open (they go quiet only after 10 s).
+    let r = run(
+        true,
+        &["cycles", "1", "0"],
+        &[("METALGUARD_BURST_QUIET_MS", "10000")],
+    );
+    for payload in ["model_load", "release_burst"] {
+        assert_eq!(
+            r.count("SUBPROC_PRE", payload),
+            1,
+            "{payload}: {:#?}",
+            r.crumbs
+        );
+        assert_eq!(
+            r.count("SUBPROC_POST", payload),
+            1,
+            "{payload} left open for orphan-scan: {:#?}",
+            r.crumbs
+        );
+        assert_eq!(
+            r.section("SUBPROC_POST", payload).field("outcome"),
+            Some("process_exit")
+        );
+    }
+}
+
+#[test]
+fn the_exit_drain_syncs_nothing_in_observer_mode() {
+    let counter = fsync_counter();
+    let preload = format!("{}:{}", counter.display(), inject_library().display());
+    let env = |mode: &'static str| {
+        [
+            ("FAKE_CUDA_HOSTFN_DELAY_MS", "100"),
+            ("METALGUARD_MODE", mode),
+            ("LD_PRELOAD", preload.as_str()),
+        ]
+    };
+    let defensive = run(true, &["inflight", "2"], &env("defensive"));
+    assert_eq!(
+        defensive
+            .section("SUBPROC_POST", "exit_drain")
+            .field("outcome"),
+        Some("drained")
+    );
+    let synced: u64 = defensive.value("fsync_calls").parse().unwrap();
+    assert!(
+        synced >= 4,
+        "PRE, POST and the summaries are synced: {synced}"
+    );
+
+    let observer = run(true, &["inflight", "2"], &env("observer"));
+    assert_eq!(
+        observer
+            .section("SUBPROC_POST", "exit_drain")
+            .field("outcome"),
+        Some("observed_only")
+    );
+    let synced: u64 = observer.value("fsync_calls").parse().unwrap();
+    // Only the new log's directory entry (made durable when the file is
+    // created); no line is synced.
+    assert!(synced <= 1, "observer mode synced {synced} times");
+}

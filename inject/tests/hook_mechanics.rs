@@ -639,3 +639,151 @@ fn overdue_removals_run_while_the_gpu_never_idles() {
         "performed with nothing in flight"
     );
 }
+
+/// Runs `scenario` guarded, killing it after `limit` (a deadlocked child or
+/// parent fails the test instead of hanging it).
+fn run_bounded(scenario: &str, limit: std::time::Duration) -> Run {
+    let probe = probe();
+    let dir = tempfile::tempdir_in(&probe.dir).unwrap();
+    let log = dir.path().join("breadcrumbs.log");
+    let mut child = Command::new(&probe.client)
+        .arg(scenario)
+        .env("HOME", dir.path())
+        .env("METALGUARD_BREADCRUMB_PATH", &log)
+        .env(
+            "METALGUARD_PANIC_REPORT_DIRS",
+            dir.path().join("no-reports"),
+        )
+        .env("PROBE_GPU_MS", "2")
+        .env("LD_PRELOAD", library())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes while waiting, so a chatty child never blocks on them.
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out_pipe, &mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err_pipe, &mut v);
+        v
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{scenario} hung for {limit:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out_reader.join().unwrap()),
+                String::from_utf8_lossy(&err_reader.join().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let values = stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let breadcrumbs = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(metal_guard_core::breadcrumbs::parse_line)
+        .collect();
+    Run {
+        code: status.code(),
+        values,
+        stderr: format!(
+            "{}\nstdout:\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        breadcrumbs,
+    }
+}
+
+fn pids_with(r: &Run, tag: &str, payload: &str) -> std::collections::BTreeSet<String> {
+    r.lines(tag, payload)
+        .iter()
+        .filter_map(|l| l.field("pid").map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_forked_child_keeps_working_and_exits_cleanly() {
+    let r = run_bounded("fork", std::time::Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.get("children_ok"), "6", "{}", r.stderr);
+    // The child's lines reach the disk while it runs: it has a writer of its
+    // own (the parent's stayed in the parent).
+    assert_eq!(r.get("child_saw_own_pre"), "1", "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("child_saw_own_pre=0"),
+        "a child's durable line was late: {}",
+        r.stderr
+    );
+    let parent = r.get("parent_pid").to_string();
+    // The parent's command buffer in flight at each fork never completes in
+    // the child: the child forgets it instead of waiting for it at exit.
+    for pre in r.lines("SUBPROC_PRE", "exit_drain") {
+        if pre.field("pid") != Some(parent.as_str()) {
+            assert_eq!(
+                pre.field("in_flight"),
+                Some("0"),
+                "a child waits at exit for the parent's work: {pre:?}"
+            );
+        }
+    }
+    for post in r.lines("SUBPROC_POST", "exit_drain") {
+        assert_eq!(post.field("outcome"), Some("drained"), "{post:?}");
+    }
+    // Every child's own lines: a refusal it made after the fork (its writer
+    // restarted) and the summary of its exit drain, with its pid.
+    let refusals = pids_with(&r, "SUBPROC_PRE", "allocation_refusal");
+    let summaries = pids_with(&r, "GUARD_SUMMARY", "defensive");
+    assert!(refusals.contains(&parent) && summaries.contains(&parent));
+    assert_eq!(refusals.len(), 7, "parent and 6 children: {refusals:?}");
+    assert_eq!(summaries.len(), 7, "parent and 6 children: {summaries:?}");
+    for pid in &summaries {
+        let pre = r
+            .breadcrumbs
+            .iter()
+            .filter(|l| l.tag == "SUBPROC_PRE" && l.field("pid") == Some(pid))
+            .count();
+        let post = r
+            .breadcrumbs
+            .iter()
+            .filter(|l| l.tag == "SUBPROC_POST" && l.field("pid") == Some(pid))
+            .count();
+        assert_eq!(pre, post, "pid {pid} left a section open");
+    }
+}
+
+#[test]
+fn a_forked_child_that_execs_is_guarded_afresh() {
+    let r = run_bounded("fork_exec", std::time::Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.get("children_ok"), "6", "{}", r.stderr);
+    let active = pids_with(&r, "GUARD_ACTIVE", "defensive");
+    assert_eq!(
+        active.len(),
+        7,
+        "each exec'd child hooked afresh: {active:?}"
+    );
+    let summaries = pids_with(&r, "GUARD_SUMMARY", "defensive");
+    assert_eq!(summaries.len(), 7, "{summaries:?}");
+}

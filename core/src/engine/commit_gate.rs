@@ -7,6 +7,11 @@
 //! so either the committer sees the gate closed or the reaper sees the
 //! committer. Committers wait only while the reaper holds the gate, which it
 //! does for a bounded time.
+//!
+//! The injected library uses a second gate of this type around the
+//! application's residency-set calls: the reaper closes it while it performs
+//! deferred removals, so its calls into a set never overlap the
+//! application's, and no lock is held across either side's call.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -54,6 +59,55 @@ impl CommitGate {
                 }
             }
         }
+    }
+
+    /// [`enter`](Self::enter), waiting at most `limit` while the gate is
+    /// closed; `None` when it stayed closed that long (the caller fails
+    /// open: goes on without a pass).
+    #[inline]
+    pub fn enter_within(&self, limit: Duration) -> Option<CommitPass<'_>> {
+        self.inside.fetch_add(1, SeqCst);
+        if !self.closed.load(SeqCst) {
+            return Some(CommitPass(self));
+        }
+        self.inside.fetch_sub(1, SeqCst);
+        self.enter_within_slow(limit)
+    }
+
+    #[cold]
+    fn enter_within_slow(&self, limit: Duration) -> Option<CommitPass<'_>> {
+        let deadline = Instant::now() + limit;
+        let mut spins = 0u32;
+        loop {
+            while self.closed.load(SeqCst) {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                spins += 1;
+                if spins < 64 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+            self.inside.fetch_add(1, SeqCst);
+            if !self.closed.load(SeqCst) {
+                return Some(CommitPass(self));
+            }
+            self.inside.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// In a child process after `fork`: the threads that held passes or
+    /// closed the gate do not exist there, so the gate starts open and empty.
+    pub fn reset_after_fork(&self) {
+        self.inside.store(0, SeqCst);
+        self.closed.store(false, SeqCst);
+    }
+
+    /// Passes held now (tests: nothing is inside the gate).
+    pub fn passes_held(&self) -> u64 {
+        self.inside.load(SeqCst)
     }
 
     /// Closes the gate and waits until no commit is in progress. Returns
@@ -116,6 +170,19 @@ mod tests {
         stop.store(true, SeqCst);
         committers.into_iter().for_each(|h| h.join().unwrap());
         assert!(entered.load(SeqCst) > 0);
+    }
+
+    #[test]
+    fn enter_within_gives_up_while_closed_and_reset_reopens() {
+        let gate = CommitGate::new();
+        assert!(gate.close(Duration::from_millis(10)));
+        assert!(gate.enter_within(Duration::from_millis(5)).is_none());
+        gate.reset_after_fork();
+        let pass = gate.enter_within(Duration::from_millis(5));
+        assert!(pass.is_some());
+        assert_eq!(gate.passes_held(), 1);
+        drop(pass);
+        assert_eq!(gate.passes_held(), 0);
     }
 
     #[test]

@@ -123,75 +123,22 @@ impl CommandBufferWatermark {
             .saturating_sub(self.completed_count.load(SeqCst))
     }
 
+    /// In a child process after `fork`: the command buffers the parent had
+    /// in flight never complete here (their completion threads stayed in
+    /// the parent), so they count as completed and the ring starts empty.
+    /// Only in the child's `pthread_atfork` handler (one thread exists).
+    pub fn forget_in_flight_after_fork(&self) {
+        let last = self.last_committed.load(SeqCst);
+        for w in &self.parked {
+            w.store(0, SeqCst);
+        }
+        self.completed_through.store(last, SeqCst);
+        self.completed_count.store(last, SeqCst);
+    }
+
     /// When the latest completion was recorded (0: none yet).
     pub fn last_completion_ns(&self) -> u64 {
         self.last_completion_ns.load(SeqCst)
-    }
-}
-
-/// Removals waiting for the watermark, in request order. Not a hot path: it
-/// lives behind the reaper's lock.
-#[derive(Debug)]
-pub struct PendingRemovals<T> {
-    entries: std::collections::VecDeque<(u64, T)>,
-}
-
-impl<T> Default for PendingRemovals<T> {
-    fn default() -> Self {
-        Self {
-            entries: Default::default(),
-        }
-    }
-}
-
-impl<T> PendingRemovals<T> {
-    pub fn push(&mut self, tag: u64, item: T) {
-        self.entries.push_back((tag, item));
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The tag of the oldest removal, if any.
-    pub fn front_tag(&self) -> Option<u64> {
-        self.entries.front().map(|(tag, _)| *tag)
-    }
-
-    /// The oldest removal, if any.
-    pub fn front(&self) -> Option<&T> {
-        self.entries.front().map(|(_, t)| t)
-    }
-
-    /// Removes and returns the first entry matching `pred` (a removal the
-    /// application cancelled by adding the allocation back).
-    pub fn remove_first(&mut self, pred: impl Fn(&T) -> bool) -> Option<T> {
-        let i = self.entries.iter().position(|(_, t)| pred(t))?;
-        self.entries.remove(i).map(|(_, t)| t)
-    }
-
-    /// Takes every removal whose tag the watermark has reached, in order.
-    /// Tags are non-decreasing, so this stops at the first one not ready.
-    pub fn take_ready(&mut self, completed_through: u64) -> Vec<T> {
-        let mut ready = Vec::new();
-        while let Some((tag, _)) = self.entries.front() {
-            if *tag > completed_through {
-                break;
-            }
-            if let Some((_, item)) = self.entries.pop_front() {
-                ready.push(item);
-            }
-        }
-        ready
-    }
-
-    /// Takes everything (exit drain, once nothing is in flight).
-    pub fn take_all(&mut self) -> Vec<T> {
-        self.entries.drain(..).map(|(_, t)| t).collect()
     }
 }
 
@@ -259,18 +206,16 @@ mod tests {
     }
 
     #[test]
-    fn pending_removals_release_in_order() {
-        let mut p = PendingRemovals::default();
-        p.push(3, "a");
-        p.push(3, "b");
-        p.push(7, "c");
-        assert!(p.take_ready(2).is_empty());
-        assert_eq!(p.front_tag(), Some(3));
-        assert_eq!(p.remove_first(|t| *t == "b"), Some("b"));
-        assert_eq!(p.remove_first(|t| *t == "zz"), None);
-        assert_eq!(p.take_ready(5), vec!["a"]);
-        assert_eq!(p.len(), 1);
-        assert_eq!(p.take_all(), vec!["c"]);
-        assert!(p.is_empty());
+    fn forgetting_in_flight_after_fork() {
+        let w = CommandBufferWatermark::new();
+        let a = w.begin_commit();
+        let _b = w.begin_commit();
+        w.complete(a, 5);
+        w.forget_in_flight_after_fork();
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.completed_through(), 2);
+        let c = w.begin_commit();
+        w.complete(c, 6);
+        assert_eq!(w.completed_through(), 3);
     }
 }

@@ -17,8 +17,8 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::driver_api::*;
+use super::driver_originals::{original, Hooked};
 use super::guard_link;
-use super::proc_address::{original, Hooked};
 
 const RING: usize = 4096;
 const FREE: u32 = 0;

@@ -12,9 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use metal_guard_core::breadcrumbs::{TAG_POST, TAG_PRE};
+use std::time::Duration;
 
 use super::pointer_table::MemoryKind;
 use crate::guard::{guard, AllocDecision};
@@ -175,14 +173,14 @@ pub fn freed(freed: Option<(MemoryKind, u64)>) {
 #[inline]
 pub fn commit_queued() {
     if let Some(g) = guard() {
-        g.stats.commits_tracked.fetch_add(1, Ordering::Relaxed);
+        g.count_commit();
     }
 }
 
 #[inline]
 pub fn commit_completed() {
     if let Some(g) = guard() {
-        g.stats.completions.fetch_add(1, Ordering::Relaxed);
+        g.count_completion();
     }
 }
 
@@ -200,12 +198,12 @@ pub fn chain_active(path: ChainPath) -> bool {
     }
     if before == 0 {
         crate::device_entry::quiet_panic_messages();
-        let _ = g.sink.start_writer(WRITER_TICK, move || g.tick());
-        for w in &g.config.warnings {
+        let _ = g.sink().start_writer(WRITER_TICK, move || g.tick());
+        for w in &g.config().warnings {
             eprintln!("metal-guard: {w}");
         }
     }
-    g.sink.write_now(
+    g.sink().write_now(
         "GUARD_HOOKED",
         path.describe(),
         &[
@@ -230,7 +228,7 @@ pub fn hook_panicked(hook: &'static str) {
 /// function was used instead (fail-open), e.g. a second driver.
 pub fn failed_open(what: &str) {
     if let Some(g) = guard() {
-        g.sink
+        g.sink()
             .write_now("GUARD_NOTE", what, &[("backend", "cuda".to_string())], true);
     }
 }
@@ -243,63 +241,16 @@ pub struct CompletionCounts {
     pub stream_syncs: u64,
 }
 
-/// Exit path: wait (bounded by `METALGUARD_EXIT_DRAIN_S`) until
-/// `in_flight()` is 0, with a PRE/POST pair around the wait, then write the
-/// guard's summary and the CUDA one. Runs once.
-pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCounts) {
-    static DONE: AtomicU8 = AtomicU8::new(0);
-    if DONE.swap(1, Ordering::AcqRel) != 0 {
-        return;
-    }
-    let Some(g) = guard() else {
-        return;
-    };
-    let pending = in_flight();
-    let mut outcome = "none";
-    if let (true, Some(limit)) = (pending > 0, g.config.exit_drain) {
-        g.sink.write_durable(
-            TAG_PRE,
-            "exit_drain",
-            &[
-                ("backend", "cuda".to_string()),
-                ("in_flight", pending.to_string()),
-                ("limit_ms", limit.as_millis().to_string()),
-                ("mode", g.mode_name().to_string()),
-            ],
-        );
-        let start = Instant::now();
-        if g.acts() {
-            while in_flight() > 0 && start.elapsed() < limit {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-        let left = in_flight();
-        outcome = if !g.acts() {
-            "observed_only"
-        } else if left == 0 {
-            "drained"
-        } else {
-            eprintln!(
-                "metal-guard: {left} GPU completion(s) still pending after waiting {} ms at exit; continuing teardown (METALGUARD_EXIT_DRAIN_S sets the wait).",
-                limit.as_millis()
-            );
-            "timed_out"
-        };
-        g.sink.write_durable(
-            TAG_POST,
-            "exit_drain",
-            &[
-                ("backend", "cuda".to_string()),
-                ("waited_ms", start.elapsed().as_millis().to_string()),
-                ("in_flight_left", left.to_string()),
-                ("outcome", outcome.to_string()),
-            ],
-        );
-    }
-    g.sink.flush_queued();
-    g.write_summary();
-    let c = counts();
-    g.sink.write_now(
+/// The `CUDA_SUMMARY` line after the guard's summary: what only CUDA has,
+/// and what the exit drain found (`drain`).
+pub fn write_cuda_summary(
+    g: &crate::guard::Guard,
+    drain: &crate::exit_drain::DrainReport,
+    c: CompletionCounts,
+) {
+    let pending = drain.in_flight_at_exit;
+    let outcome = drain.outcome;
+    g.sink().write_now(
         "CUDA_SUMMARY",
         "process exit",
         &[
@@ -340,6 +291,6 @@ pub fn exit_drain(in_flight: impl Fn() -> u64, counts: impl Fn() -> CompletionCo
                     .to_string(),
             ),
         ],
-        true,
+        g.acts(),
     );
 }

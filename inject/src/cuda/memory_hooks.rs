@@ -9,9 +9,9 @@ use std::ffi::{c_uint, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::driver_api::*;
+use super::driver_originals::{self, original, Hooked};
 use super::guard_link::{self, Admission};
 use super::pointer_table::{MemoryKind, LIVE_ALLOCATIONS};
-use super::proc_address::{self, original, Hooked};
 
 /// Loads the original for `$hooked`/`V` as `$ty`, or returns
 /// `CUDA_ERROR_NOT_INITIALIZED` (unreachable: wrappers are handed out only
@@ -33,7 +33,7 @@ macro_rules! original_fn {
 fn admit(kind: MemoryKind, bytes: usize, hook: &'static str) -> Admission {
     match catch_unwind(AssertUnwindSafe(|| {
         if guard_link::device_memory_pending() && guard_link::claim_device_memory_query() {
-            guard_link::device_memory_known(proc_address::device_total_memory());
+            guard_link::device_memory_known(driver_originals::device_total_memory());
         }
         guard_link::admit(kind, bytes as u64, hook)
     })) {

@@ -16,14 +16,17 @@
 mod completion_hooks;
 mod dlsym_entry;
 mod driver_api;
+mod driver_originals;
 mod guard_link;
 mod memory_hooks;
 mod pointer_table;
 mod proc_address;
 
-/// Exit path: bounded wait for GPU work in flight, then the summaries.
-/// Idempotent; registered with `atexit` when the chain first activates (so
-/// it runs before the exit-time teardown of libraries loaded earlier).
-pub fn on_exit() {
-    guard_link::exit_drain(completion_hooks::in_flight, completion_hooks::counters);
-}
+/// The CUDA backend as the one exit drain (`crate::exit_drain`) sees it:
+/// its host functions in flight count as GPU work, and its counters follow
+/// the guard's summary as `CUDA_SUMMARY`.
+pub(crate) static EXIT_BACKEND: crate::exit_drain::Backend = crate::exit_drain::Backend {
+    name: "cuda",
+    in_flight: completion_hooks::in_flight,
+    summary: |g, drain| guard_link::write_cuda_summary(g, drain, completion_hooks::counters()),
+};

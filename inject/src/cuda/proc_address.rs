@@ -18,32 +18,13 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr::null_mut;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::completion_hooks;
 use super::driver_api::*;
+use super::driver_originals::{claim, originals_of, Hooked, GETTERS_V1, GETTERS_V2, HOOKED_COUNT};
 use super::guard_link::{self, ChainPath};
 use super::memory_hooks;
-
-/// The driver functions we wrap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hooked {
-    MemAlloc = 0,
-    MemAllocAsync,
-    MemAllocFromPoolAsync,
-    MemAllocManaged,
-    MemAllocHost,
-    MemHostAlloc,
-    MemFree,
-    MemFreeAsync,
-    MemFreeHost,
-    LaunchHostFunc,
-    GraphLaunch,
-    StreamSynchronize,
-}
-
-const HOOKED_COUNT: usize = 12;
 
 struct HookSpec {
     hooked: Hooked,
@@ -144,30 +125,8 @@ const fn spec(
     }
 }
 
-static ORIGINALS: [[AtomicPtr<c_void>; 2]; HOOKED_COUNT] =
-    [const { [const { AtomicPtr::new(null_mut()) }; 2] }; HOOKED_COUNT];
-
-/// The driver's original for `hooked`/`variant`; null until handed out.
-#[inline(always)]
-pub fn original(hooked: Hooked, variant: usize) -> *mut c_void {
-    ORIGINALS[hooked as usize][variant].load(Ordering::Acquire)
-}
-
-/// Getters the driver gave us: index 0 came from `dlsym`, 1 from the
-/// driver's own answer to `cuGetProcAddress("cuGetProcAddress")`.
-static GETTERS_V2: [AtomicPtr<c_void>; 2] = [const { AtomicPtr::new(null_mut()) }; 2];
-static GETTERS_V1: [AtomicPtr<c_void>; 2] = [const { AtomicPtr::new(null_mut()) }; 2];
-
 static EXIT_REGISTERED: AtomicBool = AtomicBool::new(false);
 static MISMATCH_REPORTED: AtomicBool = AtomicBool::new(false);
-
-/// Records `original` in `slot` (or finds it already there).
-fn claim(slot: &AtomicPtr<c_void>, original: *mut c_void) -> bool {
-    match slot.compare_exchange(null_mut(), original, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => true,
-        Err(current) => current == original,
-    }
-}
 
 fn report_mismatch(what: &str) {
     if !MISMATCH_REPORTED.swap(true, Ordering::AcqRel) {
@@ -183,18 +142,11 @@ fn report_mismatch(what: &str) {
 /// the static destructors of the libraries already loaded, MLX's among them.
 fn chain_active(path: ChainPath) {
     guard_link::chain_active(path);
-    if !EXIT_REGISTERED.swap(true, Ordering::AcqRel) {
-        // SAFETY: `exit_handler` is a plain `extern "C" fn()` that lives as
-        // long as the process (this library is never unloaded: LD_PRELOAD).
-        let rc = unsafe { libc::atexit(exit_handler) };
-        if rc != 0 {
-            guard_link::failed_open("atexit refused the exit-drain handler; no drain at exit");
-        }
+    if !EXIT_REGISTERED.swap(true, Ordering::AcqRel)
+        && !crate::exit_drain::register_backend(&super::EXIT_BACKEND)
+    {
+        guard_link::failed_open("atexit refused the exit-drain handler; no drain at exit");
     }
-}
-
-extern "C" fn exit_handler() {
-    let _ = catch_unwind(super::on_exit);
 }
 
 fn hook_address(hooked: Hooked, variant: usize) -> *mut c_void {
@@ -228,7 +180,7 @@ fn hook_address(hooked: Hooked, variant: usize) -> *mut c_void {
 /// The wrapper to hand out in place of `original` for `hooked`, preferring
 /// `variant`; None leaves the original unwrapped.
 fn wrap(hooked: Hooked, variant: usize, original: *mut c_void) -> Option<*mut c_void> {
-    let slots = &ORIGINALS[hooked as usize];
+    let slots = originals_of(hooked);
     for v in [variant, 1 - variant] {
         if claim(&slots[v], original) {
             return Some(hook_address(hooked, v));
@@ -401,66 +353,4 @@ unsafe extern "C" fn getter_v1<const S: usize>(
         unsafe { after_getter(symbol, pfn, cuda_version, flags) };
     }
     rc
-}
-
-/// Looks `name` up through an original getter (never our wrappers), for the
-/// driver functions the guard itself calls.
-fn lookup_driver(name: &CStr) -> *mut c_void {
-    let mut found: *mut c_void = null_mut();
-    for slot in GETTERS_V2.iter() {
-        let raw = slot.load(Ordering::Acquire);
-        if raw.is_null() {
-            continue;
-        }
-        // SAFETY: GETTERS_V2 holds only v2 getters the driver returned.
-        let getter: GetProcAddressV2Fn = unsafe { std::mem::transmute(raw) };
-        let mut status: c_int = 0;
-        // SAFETY: valid C string, writable out-pointers on our stack.
-        if unsafe { getter(name.as_ptr(), &mut found, 12000, 0, &mut status) } == CUDA_SUCCESS
-            && !found.is_null()
-        {
-            return found;
-        }
-    }
-    for slot in GETTERS_V1.iter() {
-        let raw = slot.load(Ordering::Acquire);
-        if raw.is_null() {
-            continue;
-        }
-        // SAFETY: GETTERS_V1 holds only v1 getters the driver returned.
-        let getter: GetProcAddressV1Fn = unsafe { std::mem::transmute(raw) };
-        // SAFETY: valid C string, writable out-pointer on our stack.
-        if unsafe { getter(name.as_ptr(), &mut found, 11030, 0) } == CUDA_SUCCESS
-            && !found.is_null()
-        {
-            return found;
-        }
-    }
-    null_mut()
-}
-
-/// The total memory of the current context's device (device 0 when there is
-/// no current context), asked through the driver's own getter.
-pub fn device_total_memory() -> Option<u64> {
-    let total_mem = lookup_driver(c"cuDeviceTotalMem");
-    if total_mem.is_null() {
-        return None;
-    }
-    // SAFETY: the driver answered "cuDeviceTotalMem" at version 12000 (or
-    // 11030), which is cuDeviceTotalMem_v2: (size_t*, CUdevice).
-    let total_mem: DeviceTotalMemFn = unsafe { std::mem::transmute(total_mem) };
-    let mut device: CuDevice = 0;
-    let ctx_get_device = lookup_driver(c"cuCtxGetDevice");
-    if !ctx_get_device.is_null() {
-        // SAFETY: cuCtxGetDevice(CUdevice*), as declared in cuda.h.
-        let ctx_get_device: CtxGetDeviceFn = unsafe { std::mem::transmute(ctx_get_device) };
-        // SAFETY: writable out-pointer on our stack.
-        if unsafe { ctx_get_device(&mut device) } != CUDA_SUCCESS {
-            device = 0;
-        }
-    }
-    let mut bytes: usize = 0;
-    // SAFETY: writable out-pointer on our stack, a device ordinal.
-    let rc = unsafe { total_mem(&mut bytes, device) };
-    (rc == CUDA_SUCCESS && bytes > 0).then_some(bytes as u64)
 }

@@ -2,27 +2,25 @@
 //! sees frees and the cadence detector sees unload bursts without hooking
 //! `release` (far hotter, and reached through `objc_release` on Apple).
 
-use super::{install_on, original, policy, send_u64_sel, CachedSel};
+use super::{install_on, original, policy};
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
-use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
+use crate::objc_messages::{object_length, CachedSel};
+use crate::objc_runtime::{Id, ObjcRuntime, Sel};
+use crate::typed_imp::Method0;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering::*};
 
-pub static DEALLOC: HookSlot = HookSlot::new(c"dealloc");
+pub static DEALLOC: HookSlot<Method0<()>> = HookSlot::new(c"dealloc", "v@:");
 static LENGTH: CachedSel = CachedSel::new(c"length");
 
-/// Buffer classes already handled (hooked, covered or not hookable), each
-/// with its `length` IMP, so a free costs no method lookup.
+/// Buffer classes already handled (hooked, covered or not hookable), so a
+/// repeat sighting costs no install attempt. A free's `length` goes through
+/// `objc_messages`' per-class IMP cache.
 const SEEN: usize = 8;
 static SEEN_CLASSES: [AtomicPtr<c_void>; SEEN] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; SEEN];
-static LENGTH_IMPS: [AtomicPtr<c_void>; SEEN] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; SEEN];
-
-type Dealloc = unsafe extern "C-unwind" fn(Id, Sel);
-type Length = unsafe extern "C-unwind" fn(Id, Sel) -> u64;
 
 /// After a driver allocation returned `buffer`: the ledger counts it and the
 /// buffer's class is hooked (for frees). Nothing happens for nil.
@@ -56,86 +54,55 @@ pub fn ensure_hooked(guard: &Guard, buffer: Id) {
     first_sighting(guard, rt, cls);
 }
 
-static SIGHTING_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SIGHTING_LOCK: crate::fork_safe_lock::ForkSafeLock =
+    crate::fork_safe_lock::ForkSafeLock::new();
+
+/// In a forked child: a thread that was hooking a buffer class stayed behind.
+pub fn reset_after_fork() {
+    SIGHTING_LOCK.reset_after_fork();
+}
 
 #[cold]
 fn first_sighting(guard: &Guard, rt: &ObjcRuntime, cls: *mut c_void) {
-    // One writer at a time: a slot's IMP and class are published as a pair.
-    let _lock = SIGHTING_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // One writer at a time, so each class takes one slot.
+    let _lock = SIGHTING_LOCK.lock();
     if SEEN_CLASSES.iter().any(|s| s.load(Acquire) == cls) {
         return;
     }
-    let length = LENGTH.get(rt);
-    let length_imp = if rt.responds(cls, length) {
-        rt.imp(cls, length)
-    } else {
-        std::ptr::null()
-    };
     // Only a length-bearing class is worth hooking.
-    if !length_imp.is_null() {
+    if rt.responds(cls, LENGTH.get(rt)) {
         install_on(
             guard,
             rt,
             cls,
             "buffer",
-            &[(&DEALLOC, buffer_dealloc as Imp)],
+            &[DEALLOC.with_hook(buffer_dealloc)],
         );
     }
-    for (i, slot) in SEEN_CLASSES.iter().enumerate() {
+    for slot in SEEN_CLASSES.iter() {
         let seen = slot.load(Acquire);
         if seen == cls {
             return;
         }
         if seen.is_null() {
-            // The IMP is published before the class, which readers match on.
-            LENGTH_IMPS[i].store(length_imp as *mut c_void, Release);
             slot.store(cls, Release);
             return;
         }
     }
 }
 
-/// The buffer's length through the cached IMP of its class.
-#[inline]
-fn length_of(rt: &ObjcRuntime, buffer: Id) -> u64 {
-    let cls = rt.class_of(buffer);
-    for (i, slot) in SEEN_CLASSES.iter().enumerate() {
-        let seen = slot.load(Acquire);
-        if seen.is_null() {
-            break;
-        }
-        if seen == cls {
-            let imp = LENGTH_IMPS[i].load(Acquire);
-            if imp.is_null() {
-                return 0;
-            }
-            // SAFETY: the class's own `length` IMP (`NSUInteger (id, SEL)`),
-            // recorded at its first sighting; `buffer` is alive (in dealloc,
-            // before the original runs).
-            return unsafe {
-                let f: Length = std::mem::transmute::<*mut c_void, Length>(imp);
-                f(buffer, LENGTH.get(rt))
-            };
-        }
-    }
-    // A subclass we never saw allocated: ask the runtime.
-    send_u64_sel(rt, buffer, LENGTH.get(rt)).unwrap_or(0)
-}
-
 unsafe extern "C-unwind" fn buffer_dealloc(this: Id, cmd: Sel) {
-    let Some((rt, imp)) = original(&DEALLOC, this) else {
+    let Some((rt, orig)) = original(&DEALLOC, this) else {
         return;
     };
-    // SAFETY: original IMP of `dealloc` for this class (`void (id, SEL)`).
-    let orig: Dealloc = unsafe { std::mem::transmute::<Imp, _>(imp) };
     if let Some(guard) = guard() {
         let depth = DepthGuard::enter(HookFamily::Free);
         if depth.outermost() {
             policy(guard, "dealloc", || {
-                guard.on_buffer_freed(length_of(rt, this));
+                guard.on_buffer_freed(object_length(rt, this).unwrap_or(0));
             });
         }
     }
-    // SAFETY: as above; the object is still alive until the original runs.
-    unsafe { orig(this, cmd) }
+    // SAFETY: the original `dealloc` (typed by its hook slot) on the caller's receiver, still alive until it runs.
+    unsafe { orig.call(this, cmd) }
 }

@@ -7,22 +7,20 @@
 //! number while holding a pass through the commit gate; our handler marks
 //! that number completed, which advances the teardown watermark.
 
-use super::{install_on, original, policy, CachedSel};
+use super::{install_on, original, policy};
 use crate::completion_block::completion_block;
 use crate::depth::{self, DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
-use crate::objc_runtime::{Id, Imp, ObjcRuntime, Sel};
+use crate::objc_runtime::{Id, ObjcRuntime, Sel};
+use crate::typed_imp::Method0;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 
-pub static COMMIT: HookSlot = HookSlot::new(c"commit");
-pub static WAIT_UNTIL_COMPLETED: HookSlot = HookSlot::new(c"waitUntilCompleted");
-static ADD_COMPLETED_HANDLER: CachedSel = CachedSel::new(c"addCompletedHandler:");
-
-type VoidMethod = unsafe extern "C-unwind" fn(Id, Sel);
-type AddHandler = unsafe extern "C-unwind" fn(Id, Sel, *mut c_void);
+pub static COMMIT: HookSlot<Method0<()>> = HookSlot::new(c"commit", "v@:");
+pub static WAIT_UNTIL_COMPLETED: HookSlot<Method0<()>> =
+    HookSlot::new(c"waitUntilCompleted", "v@:");
 
 static LATE_EXIT_HOOK: AtomicBool = AtomicBool::new(false);
 
@@ -39,26 +37,25 @@ pub fn on_created(guard: &'static Guard, cb: Id) {
             cls,
             "command_buffer",
             &[
-                (&COMMIT, commit as Imp),
-                (&WAIT_UNTIL_COMPLETED, wait_until_completed as Imp),
+                COMMIT.with_hook(commit),
+                WAIT_UNTIL_COMPLETED.with_hook(wait_until_completed),
             ],
         );
     }
     let Some(block) = completion_block(on_completed) else {
         return;
     };
-    let sel = ADD_COMPLETED_HANDLER.get(rt);
-    if !rt.responds(cls, sel) || !guard.command_buffers.register(cb as usize) {
+    let Some((add, sel)) = crate::objc_messages::completed_handler_adder(rt, cls) else {
+        return;
+    };
+    if !guard.track_command_buffer(cb as usize) {
         return;
     }
-    let imp = rt.imp(cls, sel);
-    // SAFETY: `addCompletedHandler:` is `void (id, SEL, block)`; `block` is
-    // our heap block (a live, process-long Block_copy result), which the
-    // driver copies (takes a reference to) and releases after calling it.
-    unsafe {
-        let add: AddHandler = std::mem::transmute::<Imp, _>(imp);
-        add(cb, sel, block);
-    }
+    // SAFETY: `cb` is the live command buffer the driver just returned;
+    // `block` is our heap block (a live, process-long Block_copy result),
+    // which the driver copies (takes a reference to) and releases after
+    // calling it.
+    unsafe { add.call(cb, sel, block) };
 }
 
 /// Our completion handler's body (the block's invoke function).
@@ -70,45 +67,31 @@ unsafe extern "C-unwind" fn on_completed(_block: *mut c_void, cb: Id) {
             return;
         };
         depth::mark_completion_thread();
-        if let Some(seq) = guard.command_buffers.complete(cb as usize) {
-            guard.watermark.complete(seq, guard.now_ns());
-            guard.stats.completions.fetch_add(1, Relaxed);
-            if guard.reaper.pending() > 0 {
-                guard.reaper.wake(guard);
-            }
-        }
+        guard.on_command_buffer_completed(cb as usize);
     }));
 }
 
 unsafe extern "C-unwind" fn commit(this: Id, cmd: Sel) {
-    let Some((_, imp)) = original(&COMMIT, this) else {
+    let Some((_, orig)) = original(&COMMIT, this) else {
         return;
     };
-    // SAFETY: original IMP of the command buffer's `commit` (`void (id, SEL)`).
-    let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let Some(guard) = guard() else {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd) };
     };
     let depth = DepthGuard::enter(HookFamily::Commit);
     if !depth.outermost() {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd) };
     }
     let pass = policy(guard, "commit", || {
         // A commit from a completion handler never waits at the gate: the
         // completions the reaper waits for would queue behind it.
-        let pass = (!depth::is_completion_thread()).then(|| guard.commit_gate.enter());
-        if guard.command_buffers.is_tracked(this as usize) {
-            let seq = guard.watermark.begin_commit();
-            guard.command_buffers.set_seq(this as usize, seq);
-            guard.stats.commits_tracked.fetch_add(1, Relaxed);
-        }
-        pass
+        guard.begin_commit(this as usize, depth::is_completion_thread())
     });
-    // SAFETY: as above. The pass (if any) is an atomic count, not a lock:
+    // SAFETY: the caller's own arguments, passed on to the original. The pass (if any) is an atomic count, not a lock:
     // it only makes the reaper wait for this commit to return.
-    unsafe { orig(this, cmd) };
+    unsafe { orig.call(this, cmd) };
     drop(pass);
     if !LATE_EXIT_HOOK.swap(true, Relaxed) {
         // Registered again now that the application's own exit-time
@@ -118,15 +101,13 @@ unsafe extern "C-unwind" fn commit(this: Id, cmd: Sel) {
 }
 
 unsafe extern "C-unwind" fn wait_until_completed(this: Id, cmd: Sel) {
-    let Some((_, imp)) = original(&WAIT_UNTIL_COMPLETED, this) else {
+    let Some((_, orig)) = original(&WAIT_UNTIL_COMPLETED, this) else {
         return;
     };
-    // SAFETY: original IMP of `waitUntilCompleted` (`void (id, SEL)`).
-    let orig: VoidMethod = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let _depth = DepthGuard::enter(HookFamily::Wait);
     if let Some(guard) = guard() {
-        guard.stats.waits.fetch_add(1, Relaxed);
+        guard.stats().waits.fetch_add(1, Relaxed);
     }
-    // SAFETY: as above.
-    unsafe { orig(this, cmd) }
+    // SAFETY: the caller's own arguments, passed on to the original.
+    unsafe { orig.call(this, cmd) }
 }

@@ -6,27 +6,25 @@ use super::{install_on, original, policy};
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, AllocDecision, Guard};
 use crate::hook_table::HookSlot;
-use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
+use crate::objc_runtime::{Class, Id, ObjcRuntime, Sel};
+use crate::typed_imp::{Method0, Method1, Method2, Method3, Method4};
 use std::ffi::c_void;
 
-pub static NEW_BUFFER_WITH_LENGTH: HookSlot = HookSlot::new(c"newBufferWithLength:options:");
-pub static NEW_BUFFER_WITH_BYTES: HookSlot = HookSlot::new(c"newBufferWithBytes:length:options:");
-pub static NEW_BUFFER_NO_COPY: HookSlot =
-    HookSlot::new(c"newBufferWithBytesNoCopy:length:options:deallocator:");
-pub static NEW_HEAP: HookSlot = HookSlot::new(c"newHeapWithDescriptor:");
-pub static NEW_COMMAND_QUEUE: HookSlot = HookSlot::new(c"newCommandQueue");
-pub static NEW_COMMAND_QUEUE_MAX: HookSlot =
-    HookSlot::new(c"newCommandQueueWithMaxCommandBufferCount:");
-pub static NEW_RESIDENCY_SET: HookSlot = HookSlot::new(c"newResidencySetWithDescriptor:error:");
-
-type NewBufferWithLength = unsafe extern "C-unwind" fn(Id, Sel, usize, usize) -> Id;
-type NewBufferWithBytes = unsafe extern "C-unwind" fn(Id, Sel, *const c_void, usize, usize) -> Id;
-type NewBufferNoCopy =
-    unsafe extern "C-unwind" fn(Id, Sel, *mut c_void, usize, usize, *mut c_void) -> Id;
-type NewWithObject = unsafe extern "C-unwind" fn(Id, Sel, Id) -> Id;
-type NewPlain = unsafe extern "C-unwind" fn(Id, Sel) -> Id;
-type NewWithCount = unsafe extern "C-unwind" fn(Id, Sel, usize) -> Id;
-type NewWithObjectError = unsafe extern "C-unwind" fn(Id, Sel, Id, *mut Id) -> Id;
+pub static NEW_BUFFER_WITH_LENGTH: HookSlot<Method2<Id, usize, usize>> =
+    HookSlot::new(c"newBufferWithLength:options:", "@@:QQ");
+pub static NEW_BUFFER_WITH_BYTES: HookSlot<Method3<Id, *const c_void, usize, usize>> =
+    HookSlot::new(c"newBufferWithBytes:length:options:", "@@:^QQ");
+pub static NEW_BUFFER_NO_COPY: HookSlot<Method4<Id, *mut c_void, usize, usize, *mut c_void>> =
+    HookSlot::new(
+        c"newBufferWithBytesNoCopy:length:options:deallocator:",
+        "@@:^QQ@",
+    );
+pub static NEW_HEAP: HookSlot<Method1<Id, Id>> = HookSlot::new(c"newHeapWithDescriptor:", "@@:@");
+pub static NEW_COMMAND_QUEUE: HookSlot<Method0<Id>> = HookSlot::new(c"newCommandQueue", "@@:");
+pub static NEW_COMMAND_QUEUE_MAX: HookSlot<Method1<Id, usize>> =
+    HookSlot::new(c"newCommandQueueWithMaxCommandBufferCount:", "@@:Q");
+pub static NEW_RESIDENCY_SET: HookSlot<Method2<Id, Id, *mut Id>> =
+    HookSlot::new(c"newResidencySetWithDescriptor:error:", "@@:@^");
 
 /// Hooks a device class (each class once).
 pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
@@ -36,13 +34,13 @@ pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
         cls,
         "device",
         &[
-            (&NEW_BUFFER_WITH_LENGTH, new_buffer_with_length as Imp),
-            (&NEW_BUFFER_WITH_BYTES, new_buffer_with_bytes as Imp),
-            (&NEW_BUFFER_NO_COPY, new_buffer_no_copy as Imp),
-            (&NEW_HEAP, new_heap as Imp),
-            (&NEW_COMMAND_QUEUE, new_command_queue as Imp),
-            (&NEW_COMMAND_QUEUE_MAX, new_command_queue_max as Imp),
-            (&NEW_RESIDENCY_SET, new_residency_set as Imp),
+            NEW_BUFFER_WITH_LENGTH.with_hook(new_buffer_with_length),
+            NEW_BUFFER_WITH_BYTES.with_hook(new_buffer_with_bytes),
+            NEW_BUFFER_NO_COPY.with_hook(new_buffer_no_copy),
+            NEW_HEAP.with_hook(new_heap),
+            NEW_COMMAND_QUEUE.with_hook(new_command_queue),
+            NEW_COMMAND_QUEUE_MAX.with_hook(new_command_queue_max),
+            NEW_RESIDENCY_SET.with_hook(new_residency_set),
         ],
     );
 }
@@ -74,15 +72,12 @@ unsafe extern "C-unwind" fn new_buffer_with_length(
     length: usize,
     options: usize,
 ) -> Id {
-    let Some((_, imp)) = original(&NEW_BUFFER_WITH_LENGTH, this) else {
+    let Some((_, orig)) = original(&NEW_BUFFER_WITH_LENGTH, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: `imp` is the original IMP recorded for this selector, whose C
-    // signature is `NewBufferWithLength`; arguments are passed unchanged.
-    let orig: NewBufferWithLength = unsafe { std::mem::transmute::<Imp, _>(imp) };
+    // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
     allocate(length as u64, "newBufferWithLength:options:", || unsafe {
-        // SAFETY: see above.
-        orig(this, cmd, length, options)
+        orig.call(this, cmd, length, options)
     })
 }
 
@@ -93,18 +88,14 @@ unsafe extern "C-unwind" fn new_buffer_with_bytes(
     length: usize,
     options: usize,
 ) -> Id {
-    let Some((_, imp)) = original(&NEW_BUFFER_WITH_BYTES, this) else {
+    let Some((_, orig)) = original(&NEW_BUFFER_WITH_BYTES, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `newBufferWithBytes:length:options:`.
-    let orig: NewBufferWithBytes = unsafe { std::mem::transmute::<Imp, _>(imp) };
     allocate(
         length as u64,
         "newBufferWithBytes:length:options:",
-        || unsafe {
-            // SAFETY: see above; arguments unchanged.
-            orig(this, cmd, bytes, length, options)
-        },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd, bytes, length, options) },
     )
 }
 
@@ -116,18 +107,14 @@ unsafe extern "C-unwind" fn new_buffer_no_copy(
     options: usize,
     deallocator: *mut c_void,
 ) -> Id {
-    let Some((_, imp)) = original(&NEW_BUFFER_NO_COPY, this) else {
+    let Some((_, orig)) = original(&NEW_BUFFER_NO_COPY, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `newBufferWithBytesNoCopy:length:options:deallocator:`.
-    let orig: NewBufferNoCopy = unsafe { std::mem::transmute::<Imp, _>(imp) };
     allocate(
         length as u64,
         "newBufferWithBytesNoCopy:length:options:deallocator:",
-        || unsafe {
-            // SAFETY: see above; arguments unchanged.
-            orig(this, cmd, pointer, length, options, deallocator)
-        },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd, pointer, length, options, deallocator) },
     )
 }
 
@@ -149,46 +136,37 @@ fn create(
 }
 
 unsafe extern "C-unwind" fn new_heap(this: Id, cmd: Sel, descriptor: Id) -> Id {
-    let Some((_, imp)) = original(&NEW_HEAP, this) else {
+    let Some((_, orig)) = original(&NEW_HEAP, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `newHeapWithDescriptor:` (`id (id, SEL, id)`).
-    let orig: NewWithObject = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newHeapWithDescriptor:",
-        // SAFETY: `orig` is the method's original IMP with this signature,
-        // called with the receiver and arguments the hook was given.
-        || unsafe { orig(this, cmd, descriptor) },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd, descriptor) },
         super::heap::install,
     )
 }
 
 unsafe extern "C-unwind" fn new_command_queue(this: Id, cmd: Sel) -> Id {
-    let Some((_, imp)) = original(&NEW_COMMAND_QUEUE, this) else {
+    let Some((_, orig)) = original(&NEW_COMMAND_QUEUE, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `newCommandQueue` (`id (id, SEL)`).
-    let orig: NewPlain = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newCommandQueue",
-        // SAFETY: `orig` is the method's original IMP with this signature,
-        // called with the receiver and arguments the hook was given.
-        || unsafe { orig(this, cmd) },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd) },
         super::queue::install,
     )
 }
 
 unsafe extern "C-unwind" fn new_command_queue_max(this: Id, cmd: Sel, count: usize) -> Id {
-    let Some((_, imp)) = original(&NEW_COMMAND_QUEUE_MAX, this) else {
+    let Some((_, orig)) = original(&NEW_COMMAND_QUEUE_MAX, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `newCommandQueueWithMaxCommandBufferCount:`.
-    let orig: NewWithCount = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newCommandQueueWithMaxCommandBufferCount:",
-        // SAFETY: `orig` is the method's original IMP with this signature,
-        // called with the receiver and arguments the hook was given.
-        || unsafe { orig(this, cmd, count) },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd, count) },
         super::queue::install,
     )
 }
@@ -199,17 +177,13 @@ unsafe extern "C-unwind" fn new_residency_set(
     descriptor: Id,
     error: *mut Id,
 ) -> Id {
-    let Some((_, imp)) = original(&NEW_RESIDENCY_SET, this) else {
+    let Some((_, orig)) = original(&NEW_RESIDENCY_SET, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `newResidencySetWithDescriptor:error:`
-    // (`id (id, SEL, id, id *)`). Never refused: MLX treats nil as fatal.
-    let orig: NewWithObjectError = unsafe { std::mem::transmute::<Imp, _>(imp) };
     create(
         "newResidencySetWithDescriptor:error:",
-        // SAFETY: `orig` is the method's original IMP with this signature,
-        // called with the receiver and arguments the hook was given.
-        || unsafe { orig(this, cmd, descriptor, error) },
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        || unsafe { orig.call(this, cmd, descriptor, error) },
         super::residency_set::install,
     )
 }

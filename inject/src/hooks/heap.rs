@@ -6,11 +6,11 @@ use super::{install_on, original};
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
-use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
+use crate::objc_runtime::{Class, Id, ObjcRuntime, Sel};
+use crate::typed_imp::Method2;
 
-pub static HEAP_NEW_BUFFER: HookSlot = HookSlot::new(c"newBufferWithLength:options:");
-
-type NewBufferWithLength = unsafe extern "C-unwind" fn(Id, Sel, usize, usize) -> Id;
+pub static HEAP_NEW_BUFFER: HookSlot<Method2<Id, usize, usize>> =
+    HookSlot::new(c"newBufferWithLength:options:", "@@:QQ");
 
 pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
     install_on(
@@ -18,7 +18,7 @@ pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
         rt,
         cls,
         "heap",
-        &[(&HEAP_NEW_BUFFER, heap_new_buffer as Imp)],
+        &[HEAP_NEW_BUFFER.with_hook(heap_new_buffer)],
     );
 }
 
@@ -28,18 +28,16 @@ unsafe extern "C-unwind" fn heap_new_buffer(
     length: usize,
     options: usize,
 ) -> Id {
-    let Some((_, imp)) = original(&HEAP_NEW_BUFFER, this) else {
+    let Some((_, orig)) = original(&HEAP_NEW_BUFFER, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of the heap's `newBufferWithLength:options:`.
-    let orig: NewBufferWithLength = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let Some(guard) = guard() else {
-        // SAFETY: as above, arguments unchanged.
-        return unsafe { orig(this, cmd, length, options) };
+        // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+        return unsafe { orig.call(this, cmd, length, options) };
     };
     let depth = DepthGuard::enter(HookFamily::Allocation);
-    // SAFETY: as above, arguments unchanged.
-    let buffer = unsafe { orig(this, cmd, length, options) };
+    // SAFETY: the original (typed by its hook slot) with the caller's own arguments.
+    let buffer = unsafe { orig.call(this, cmd, length, options) };
     if depth.outermost() {
         super::buffer::record_allocation(
             guard,

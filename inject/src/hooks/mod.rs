@@ -16,8 +16,9 @@ pub mod residency_set;
 
 use crate::breadcrumb_sink::Event;
 use crate::guard::Guard;
-use crate::hook_table::{install, HookSlot, InstallOutcome};
-use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
+use crate::hook_table::{install, HookSlot, InstallOutcome, SlotTable};
+use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime};
+use crate::typed_imp::TypedImp;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Runs `f` (the guard's policy for one call) with panics caught. `None`:
@@ -44,7 +45,7 @@ pub fn install_on(
     rt: &ObjcRuntime,
     cls: Class,
     role: &'static str,
-    slots: &[(&HookSlot, Imp)],
+    slots: &[(&SlotTable, Imp)],
 ) {
     let mut installed = 0u64;
     let mut covered = 0u64;
@@ -54,12 +55,18 @@ pub fn install_on(
             InstallOutcome::CoveredBySuperclass => covered += 1,
             InstallOutcome::AlreadyInstalled | InstallOutcome::NotImplemented => {}
             InstallOutcome::TableFull => guard
-                .sink
                 .post(Event::new("GUARD_HOOK_TABLE_FULL", role).with_class(&rt.class_name(cls))),
+            InstallOutcome::EncodingMismatch => guard.post(
+                Event::new("GUARD_HOOK_SKIPPED", role)
+                    .with_class(&rt.class_name(cls))
+                    .with_text("selector", slot.selector.to_str().unwrap_or("?"))
+                    .with_text("reason", "type_encoding_mismatch")
+                    .with_text("expected", slot.shape),
+            ),
         }
     }
     if installed > 0 || covered > 0 {
-        guard.sink.post(
+        guard.post(
             Event::new("GUARD_HOOKED", role)
                 .with_class(&rt.class_name(cls))
                 .with("selectors", installed)
@@ -68,108 +75,14 @@ pub fn install_on(
     }
 }
 
-/// `[obj retain]` through its class's IMP.
-pub fn object_retain(rt: &ObjcRuntime, obj: Id) {
-    send_void(rt, obj, c"retain");
-}
-
-/// `[obj release]` through its class's IMP.
-pub fn object_release(rt: &ObjcRuntime, obj: Id) {
-    send_void(rt, obj, c"release");
-}
-
-fn send_void(rt: &ObjcRuntime, obj: Id, selector: &std::ffi::CStr) {
-    if obj.is_null() {
-        return;
-    }
-    let cls = rt.class_of(obj);
-    let sel = rt.sel(selector);
-    if !rt.responds(cls, sel) {
-        return;
-    }
-    let imp = rt.imp(cls, sel);
-    // SAFETY: `imp` is what `obj`'s class resolves for `retain`/`release`,
-    // both callable as `(id, SEL)`; the result of `retain` (the object
-    // itself) is ignored, which the calling convention allows.
-    unsafe {
-        let f: unsafe extern "C-unwind" fn(Id, Sel) -> Id = std::mem::transmute::<Imp, _>(imp);
-        f(obj, sel);
-    }
-}
-
-/// `[obj <selector>]` for an unsigned-integer getter (`length`,
-/// `recommendedMaxWorkingSetSize`, `count`); `None` if it does not respond.
-pub fn send_u64(rt: &ObjcRuntime, obj: Id, selector: &std::ffi::CStr) -> Option<u64> {
-    send_u64_sel(rt, obj, rt.sel(selector))
-}
-
-/// [`send_u64`] with an interned selector.
-#[inline]
-pub fn send_u64_sel(rt: &ObjcRuntime, obj: Id, sel: Sel) -> Option<u64> {
-    if obj.is_null() {
-        return None;
-    }
-    let cls = rt.class_of(obj);
-    if !rt.responds(cls, sel) {
-        return None;
-    }
-    let imp = rt.imp(cls, sel);
-    // SAFETY: the getters named by callers return NSUInteger/uint64_t and
-    // take no arguments: `u64 (id, SEL)` on LP64.
-    Some(unsafe {
-        let f: unsafe extern "C-unwind" fn(Id, Sel) -> u64 = std::mem::transmute::<Imp, _>(imp);
-        f(obj, sel)
-    })
-}
-
-/// `[array objectAtIndex:i]`.
-pub fn object_at_index(rt: &ObjcRuntime, array: Id, i: u64) -> Id {
-    let cls = rt.class_of(array);
-    let sel = rt.sel(c"objectAtIndex:");
-    if !rt.responds(cls, sel) {
-        return std::ptr::null_mut();
-    }
-    let imp = rt.imp(cls, sel);
-    // SAFETY: `objectAtIndex:` is `id (id, SEL, NSUInteger)`; callers keep
-    // `i < count`.
-    unsafe {
-        let f: unsafe extern "C-unwind" fn(Id, Sel, u64) -> Id = std::mem::transmute::<Imp, _>(imp);
-        f(array, sel, i)
-    }
-}
-
 /// The runtime and the original IMP of `slot` for `this`'s class. `None`
 /// only if a hook runs on a class we never recorded, which `install` rules
 /// out; the hook then returns nil / does nothing rather than guess.
 #[inline]
-pub fn original(slot: &HookSlot, this: Id) -> Option<(&'static ObjcRuntime, Imp)> {
+pub fn original<F: Copy>(
+    slot: &HookSlot<F>,
+    this: Id,
+) -> Option<(&'static ObjcRuntime, TypedImp<F>)> {
     let rt = ObjcRuntime::resolved()?;
     Some((rt, slot.original_for(rt, this)?))
-}
-
-/// A selector interned once and cached (hot paths avoid `sel_registerName`).
-pub struct CachedSel {
-    name: &'static std::ffi::CStr,
-    sel: std::sync::atomic::AtomicPtr<std::ffi::c_void>,
-}
-
-impl CachedSel {
-    pub const fn new(name: &'static std::ffi::CStr) -> Self {
-        CachedSel {
-            name,
-            sel: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
-        }
-    }
-
-    #[inline]
-    pub fn get(&self, rt: &ObjcRuntime) -> Sel {
-        use std::sync::atomic::Ordering::{Acquire, Release};
-        let s = self.sel.load(Acquire);
-        if !s.is_null() {
-            return s as Sel;
-        }
-        let s = rt.sel(self.name);
-        self.sel.store(s as *mut _, Release);
-        s
-    }
 }

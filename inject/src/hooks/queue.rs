@@ -6,24 +6,23 @@
 //! command buffer gets our completion handler at creation (see
 //! `command_buffer`).
 
-use super::{install_on, original, policy, CachedSel};
+use super::{install_on, original, policy};
 use crate::breadcrumb_sink::Event;
 use crate::depth::{DepthGuard, HookFamily};
 use crate::guard::{guard, Guard};
 use crate::hook_table::HookSlot;
-use crate::objc_runtime::{Class, Id, Imp, ObjcRuntime, Sel};
+use crate::objc_messages::CachedSel;
+use crate::objc_runtime::{Class, Id, ObjcRuntime, Sel};
+use crate::typed_imp::{Method0, Method1};
 use std::sync::atomic::Ordering::Relaxed;
 
-pub static COMMAND_BUFFER: HookSlot = HookSlot::new(c"commandBuffer");
-pub static COMMAND_BUFFER_UNRETAINED: HookSlot =
-    HookSlot::new(c"commandBufferWithUnretainedReferences");
-pub static COMMAND_BUFFER_WITH_DESCRIPTOR: HookSlot =
-    HookSlot::new(c"commandBufferWithDescriptor:");
+pub static COMMAND_BUFFER: HookSlot<Method0<Id>> = HookSlot::new(c"commandBuffer", "@@:");
+pub static COMMAND_BUFFER_UNRETAINED: HookSlot<Method0<Id>> =
+    HookSlot::new(c"commandBufferWithUnretainedReferences", "@@:");
+pub static COMMAND_BUFFER_WITH_DESCRIPTOR: HookSlot<Method1<Id, Id>> =
+    HookSlot::new(c"commandBufferWithDescriptor:", "@@:@");
 
 static COMMAND_BUFFER_SEL: CachedSel = CachedSel::new(c"commandBuffer");
-
-type NewPlain = unsafe extern "C-unwind" fn(Id, Sel) -> Id;
-type NewWithObject = unsafe extern "C-unwind" fn(Id, Sel, Id) -> Id;
 
 pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
     install_on(
@@ -32,12 +31,9 @@ pub fn install(guard: &Guard, rt: &ObjcRuntime, cls: Class) {
         cls,
         "queue",
         &[
-            (&COMMAND_BUFFER, command_buffer as Imp),
-            (&COMMAND_BUFFER_UNRETAINED, command_buffer_unretained as Imp),
-            (
-                &COMMAND_BUFFER_WITH_DESCRIPTOR,
-                command_buffer_with_descriptor as Imp,
-            ),
+            COMMAND_BUFFER.with_hook(command_buffer),
+            COMMAND_BUFFER_UNRETAINED.with_hook(command_buffer_unretained),
+            COMMAND_BUFFER_WITH_DESCRIPTOR.with_hook(command_buffer_with_descriptor),
         ],
     );
 }
@@ -52,13 +48,11 @@ fn created(guard: &'static Guard, hook: &'static str, cb: Id) -> Id {
 }
 
 unsafe extern "C-unwind" fn command_buffer(this: Id, cmd: Sel) -> Id {
-    let Some((_, imp)) = original(&COMMAND_BUFFER, this) else {
+    let Some((_, orig)) = original(&COMMAND_BUFFER, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `commandBuffer` (`id (id, SEL)`).
-    let orig: NewPlain = unsafe { std::mem::transmute::<Imp, _>(imp) };
-    // SAFETY: as above.
-    let call = || unsafe { orig(this, cmd) };
+    // SAFETY: the caller's own arguments, passed on to the original.
+    let call = || unsafe { orig.call(this, cmd) };
     let Some(guard) = guard() else {
         return call();
     };
@@ -71,29 +65,27 @@ unsafe extern "C-unwind" fn command_buffer(this: Id, cmd: Sel) -> Id {
 }
 
 unsafe extern "C-unwind" fn command_buffer_unretained(this: Id, cmd: Sel) -> Id {
-    let Some((rt, imp)) = original(&COMMAND_BUFFER_UNRETAINED, this) else {
+    let Some((rt, orig)) = original(&COMMAND_BUFFER_UNRETAINED, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `commandBufferWithUnretainedReferences`.
-    let orig: NewPlain = unsafe { std::mem::transmute::<Imp, _>(imp) };
     let Some(guard) = guard() else {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd) };
     };
     let depth = DepthGuard::enter(HookFamily::Creation);
     if !depth.outermost() {
-        // SAFETY: as above.
-        return unsafe { orig(this, cmd) };
+        // SAFETY: the caller's own arguments, passed on to the original.
+        return unsafe { orig.call(this, cmd) };
     }
     // Lever (a): the retained variant, when this queue class has one.
     let retained_imp = policy(guard, "commandBufferWithUnretainedReferences", || {
-        if !guard.config.retain_references {
+        if !guard.config().retain_references {
             return None;
         }
         let retained = COMMAND_BUFFER.original_for(rt, this);
-        let n = guard.stats.retained_upgrades.fetch_add(1, Relaxed);
+        let n = guard.stats().retained_upgrades.fetch_add(1, Relaxed);
         if n == 0 {
-            guard.sink.post(
+            guard.post(
                 Event::new(
                     "GUARD_RETAIN",
                     if guard.acts() {
@@ -109,16 +101,11 @@ unsafe extern "C-unwind" fn command_buffer_unretained(this: Id, cmd: Sel) -> Id 
     })
     .flatten();
     let cb = match retained_imp {
-        Some(imp) => {
-            // SAFETY: the original IMP of this queue class's `commandBuffer`
-            // (`id (id, SEL)`), called with its own selector.
-            unsafe {
-                let retained: NewPlain = std::mem::transmute::<Imp, _>(imp);
-                retained(this, COMMAND_BUFFER_SEL.get(rt))
-            }
-        }
-        // SAFETY: as above.
-        None => unsafe { orig(this, cmd) },
+        // SAFETY: the original `commandBuffer` of this queue class, called
+        // on the caller's receiver with its own selector.
+        Some(retained) => unsafe { retained.call(this, COMMAND_BUFFER_SEL.get(rt)) },
+        // SAFETY: the caller's own arguments, passed on to the original.
+        None => unsafe { orig.call(this, cmd) },
     };
     created(guard, "commandBufferWithUnretainedReferences", cb)
 }
@@ -128,13 +115,11 @@ unsafe extern "C-unwind" fn command_buffer_with_descriptor(
     cmd: Sel,
     descriptor: Id,
 ) -> Id {
-    let Some((_, imp)) = original(&COMMAND_BUFFER_WITH_DESCRIPTOR, this) else {
+    let Some((_, orig)) = original(&COMMAND_BUFFER_WITH_DESCRIPTOR, this) else {
         return std::ptr::null_mut();
     };
-    // SAFETY: original IMP of `commandBufferWithDescriptor:` (`id (id, SEL, id)`).
-    let orig: NewWithObject = unsafe { std::mem::transmute::<Imp, _>(imp) };
-    // SAFETY: as above.
-    let cb = unsafe { orig(this, cmd, descriptor) };
+    // SAFETY: the caller's own arguments, passed on to the original.
+    let cb = unsafe { orig.call(this, cmd, descriptor) };
     let Some(guard) = guard() else {
         return cb;
     };

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sys/wait.h>
 
 #define GIB (1UL << 30)
 
@@ -148,6 +150,117 @@ static void exit_in_flight(void) {
   exit(0);
 }
 
+/* Work a guarded process keeps doing: buffers, a refusal (a durable
+ * breadcrumb), command buffers committed and completed, residency churn. */
+static void some_work(id<ProbeMethods> dev, id<ProbeMethods> queue, id<ProbeMethods> set, int rounds) {
+  for (int i = 0; i < rounds; i++) {
+    id buf = [dev newBufferWithLength:4096 options:0];
+    [set addAllocation:buf];
+    [set commit];
+    id<ProbeMethods> cb = [queue commandBufferWithUnretainedReferences];
+    [cb commit];
+    [set removeAllocation:buf];
+    [set commit];
+    [cb waitUntilCompleted];
+    [cb release];
+    [buf release];
+  }
+  id big = [dev newBufferWithLength:2 * GIB options:0];
+  if (big) [big release];
+}
+
+/* Whether the log holds this process's refusal PRE. */
+static int log_has_own_refusal(void) {
+  const char *path = getenv("METALGUARD_BREADCRUMB_PATH");
+  FILE *f = path ? fopen(path, "r") : NULL;
+  if (!f) return 0;
+  char line[1024], want[64];
+  snprintf(want, sizeof want, "pid=%d ", (int)getpid());
+  int seen = 0;
+  while (fgets(line, sizeof line, f))
+    if (strstr(line, "SUBPROC_PRE: allocation_refusal") && strstr(line, want)) seen = 1;
+  fclose(f);
+  return seen;
+}
+
+/* Whether this process's refusal PRE reaches the log while it runs (its own
+ * writer wrote it), waiting up to 3 s for a slow disk. */
+static int saw_own_refusal(void) {
+  for (int i = 0; i < 300; i++) {
+    if (log_has_own_refusal()) return 1;
+    usleep(10 * 1000);
+  }
+  return 0;
+}
+
+static volatile int g_busy_stop;
+
+/* A second thread that keeps the guard busy (posts, commits, the reaper's
+ * gates, the writer's file) while the main thread forks. */
+static void *busy_thread(void *arg) {
+  id<ProbeMethods> dev = (id<ProbeMethods>)arg;
+  id<ProbeMethods> queue = [dev newCommandQueue];
+  id<ProbeMethods> set = [dev newResidencySetWithDescriptor:nil error:NULL];
+  while (!g_busy_stop) some_work(dev, queue, set, 4);
+  return NULL;
+}
+
+/* fork (without exec: the child keeps working, then exits normally; with
+ * exec: the child becomes a fresh guarded probe_client), several times while
+ * another thread keeps the guard busy. */
+static void forks(int with_exec, const char *self_path) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id<ProbeMethods> queue = [dev newCommandQueue];
+  id<ProbeMethods> set = [dev newResidencySetWithDescriptor:nil error:NULL];
+  some_work(dev, queue, set, 2);
+  pthread_t busy;
+  pthread_create(&busy, NULL, busy_thread, dev);
+  int ok = 0, n = 6;
+  for (int k = 0; k < n; k++) {
+    usleep(15 * 1000);
+    /* Work in flight at the fork: its completion stays in the parent. */
+    id<ProbeMethods> running = [queue commandBuffer];
+    [running commit];
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (with_exec) {
+        char *args[] = {(char *)self_path, "fork_exec_child", NULL};
+        execv(self_path, args);
+        _exit(99);
+      }
+      /* A fresh set: the busy thread may have held the driver's own lock
+       * of its set at the fork. */
+      id<ProbeMethods> own = [dev newResidencySetWithDescriptor:nil error:NULL];
+      some_work(dev, queue, own, 5);
+      printf("child_saw_own_pre=%d\n", saw_own_refusal());
+      printf("child_worked=%d\n", (int)getpid());
+      fflush(stdout);
+      exit(0); /* a normal exit: atexit handlers, the guard's drain */
+    }
+    printf("child_pid=%d\n", (int)pid);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    [running waitUntilCompleted];
+    [running release];
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ok++;
+    else printf("child_status=%d\n", status);
+  }
+  g_busy_stop = 1;
+  pthread_join(busy, NULL);
+  some_work(dev, queue, set, 2);
+  printf("children_ok=%d\n", ok);
+  printf("parent_pid=%d\n", (int)getpid());
+}
+
+static void fork_exec_child(void) {
+  id<ProbeMethods> dev = MTLCreateSystemDefaultDevice();
+  id<ProbeMethods> queue = [dev newCommandQueue];
+  id<ProbeMethods> set = [dev newResidencySetWithDescriptor:nil error:NULL];
+  some_work(dev, queue, set, 5);
+  printf("exec_child_worked=%d\n", (int)getpid());
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   const char *s = argc > 1 ? argv[1] : "";
@@ -160,8 +273,11 @@ int main(int argc, char **argv) {
   else if (!strcmp(s, "reload")) reload();
   else if (!strcmp(s, "trim")) trim();
   else if (!strcmp(s, "residency_busy")) residency_busy();
+  else if (!strcmp(s, "fork")) forks(0, argv[0]);
+  else if (!strcmp(s, "fork_exec")) forks(1, argv[0]);
+  else if (!strcmp(s, "fork_exec_child")) fork_exec_child();
   else {
-    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload|trim|residency_busy\n");
+    fprintf(stderr, "usage: probe_client refuse|once|nested|commit|residency|exit_in_flight|reload|trim|residency_busy|fork|fork_exec|fork_exec_child\n");
     return 64;
   }
   printf("done=1\n");
