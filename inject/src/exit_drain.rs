@@ -22,6 +22,10 @@ static DRAINED: AtomicBool = AtomicBool::new(false);
 
 /// What the drain found and did, for a backend's own summary.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64")),
+    allow(dead_code)
+)] // used by the CUDA backend
 pub struct DrainReport {
     /// GPU work in flight when the drain began.
     pub in_flight_at_exit: u64,
@@ -51,6 +55,10 @@ pub fn register() -> bool {
 }
 
 /// Registers `backend` (its work counts as in flight) and the drain.
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64")),
+    allow(dead_code)
+)] // used by the CUDA backend
 pub fn register_backend(backend: &'static Backend) -> bool {
     BACKEND.store(backend as *const Backend as *mut Backend, Release);
     register()
