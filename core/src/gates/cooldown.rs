@@ -385,13 +385,8 @@ pub fn verdict_with(
     let mut warnings = Warnings::new();
     let policy = CooldownPolicy::from_env(env, &mut warnings);
     let since = now - policy.lockout_max.max(Duration::hours(72)) - Duration::hours(1);
-    let mut panics =
-        panic_sources::reports_since(report_dirs, since, now, &paths.ledger, &mut warnings)?;
-    panics.extend(panic_sources::ledger_since(
-        &paths.ledger,
-        since,
-        &mut warnings,
-    ));
+    let panics =
+        panic_sources::panics_since(report_dirs, since, now, &paths.ledger, &mut warnings)?;
     let (sentinel, w) = sentinel::read_sentinel(&paths.sentinel, now);
     warnings.extend(w);
     let (ack_time, w) = ack::read_ack(&paths.ack);

@@ -89,12 +89,7 @@ fn remove_stale_temporaries(dir: &Path, file_name: &std::ffi::OsStr) {
 /// replaced by a regular file rather than followed, so a state file can never
 /// be redirected to overwrite something else. File mode is 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomic_mode(path, bytes, 0o600)
-}
-
-/// [`write_atomic`] with the file's mode.
-pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_replacing(path, bytes, mode, None, &|| Ok(()))
+    write_replacing(path, bytes, 0o600, None, &|| Ok(()))
 }
 
 /// Who owns a file and with which mode: what a file we rewrite for the user
